@@ -1,0 +1,94 @@
+"""`bombom demo`: the whole delivery path on a throwaway local PostgreSQL, in one command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import click
+
+from ..sandbox import DELIVER_USER, LocalPostgres, deliver_argv, give
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+MEMBER = "demo@bombom.news"
+
+
+def run(workdir: str, keep_running: bool) -> None:
+    import psycopg
+
+    from ..schema import upgrade
+
+    base = _reachable(Path(workdir).resolve())
+    base.mkdir(parents=True, exist_ok=True)
+    pg = LocalPostgres(base / "pg")
+    click.echo(f"starting a throwaway PostgreSQL in {pg.base} (unix socket only)")
+    pg.start()
+    try:
+        pg.createdb("bombom")
+        url = pg.url("bombom")
+        with psycopg.connect(url) as conn:
+            upgrade(conn)
+            conn.execute("INSERT INTO members (address) VALUES (%s) ON CONFLICT DO NOTHING",
+                         (MEMBER,))
+        spool, conf = _delivery_files(base, url)
+        argv = deliver_argv(base / "runner") + ["--config", str(conf)]
+        samples = sorted(EXAMPLES.glob("*.eml"))
+        click.echo(f"member {MEMBER}; delivering {len(samples)} samples, then the first again")
+        for i, sample in enumerate([*samples, samples[0]]):
+            r = subprocess.run([*argv, "--recipient", MEMBER, "--queue-id", f"DEMO{i}",
+                                "--sender", "bounce@example.org"],
+                               stdin=sample.open("rb"), capture_output=True, text=True)
+            click.echo(f"  {sample.name:<28} exit {r.returncode}  {r.stdout.strip()}")
+        _show(url)
+        click.echo(f"raw messages: {spool / 'raw'}   log: {base / 'deliver.log'}")
+    finally:
+        if keep_running:
+            click.echo(f"PostgreSQL keeps running: psql '{pg.url('bombom')}'")
+        else:
+            pg.stop()
+    click.echo("next: `make test` runs the test suite; see README for Postfix (make install)")
+
+
+def _reachable(base: Path) -> Path:
+    """As root, the server and the delivery user must be able to enter `base`; else use /var/tmp."""
+    if os.geteuid() != 0 or all(os.stat(p).st_mode & 0o001 for p in base.parents if p.exists()):
+        return base
+    fallback = Path("/var/tmp/bombom-demo")
+    click.echo(f"{base.parent} is closed to unprivileged users; using {fallback} instead")
+    return fallback
+
+
+def _delivery_files(base: Path, url: str) -> tuple[Path, Path]:
+    """A spool, a log and a 0600 config file owned by the delivery user."""
+    spool = base / "spool"
+    spool.mkdir(exist_ok=True)
+    conf = base / "bombom.conf"
+    log = base / "deliver.log"
+    conf.write_text(f'database_url = "{url}"\nspool_dir = "{spool}"\ndeadline_seconds = 30\n'
+                    f'log = "{log}"\n')
+    os.chmod(conf, 0o600)
+    log.touch()
+    os.chmod(base, 0o755)
+    for p in (spool, conf, log):
+        give(p, DELIVER_USER)
+    return spool, conf
+
+
+def _show(url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        click.echo("\narticles:")
+        for row in conn.execute(
+            """SELECT a.id, m.address, coalesce(a.from_name, ''), a.from_address, a.subject,
+                      a.sent_at, left(regexp_replace(coalesce(a.text_content, ''), '\\s+', ' ',
+                      'g'), 60)
+               FROM articles a JOIN members m ON m.id = a.member_id ORDER BY a.id"""):
+            aid, member, name, addr, subject, sent, text = row
+            click.echo(f"  #{aid} {member} <- {name} <{addr}>\n      subject: {subject}\n"
+                       f"      sent: {sent}  text: {text}")
+        click.echo("deliveries:")
+        for outcome, n in conn.execute(
+                "SELECT outcome, count(*) FROM deliveries GROUP BY 1 ORDER BY 1"):
+            click.echo(f"  {outcome}: {n}")

@@ -1,0 +1,118 @@
+"""Configuration in one place: a TOML file, overridden by environment variables.
+
+    # /etc/bombom/bombom.conf
+    database_url = "postgresql://bombom_deliver:secret@/bombom?host=/var/run/postgresql"
+    spool_dir = "/var/spool/bombom"
+    deadline_seconds = 60
+    log = "syslog"            # or "stderr", or a file path
+
+Postfix cleans the environment of pipe(8) commands, so production reads the file; tests and manual
+runs may use BOMBOM_DATABASE_URL, BOMBOM_SPOOL_DIR, BOMBOM_DEADLINE_SECONDS, BOMBOM_LOG instead.
+The file is chosen by `--config`, else BOMBOM_CONFIG, else the default path. A missing default
+file is fine when the environment supplies what is needed; a file named explicitly must exist.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+DEFAULT_CONFIG = Path("/etc/bombom/bombom.conf")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says which key or file and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str
+    spool_dir: Path = Path("/var/spool/bombom")
+    deadline_seconds: float = 60.0
+    log: str = "syslog"
+
+    def __repr__(self) -> str:  # never show the password
+        return f"Settings(database_url=<hidden>, spool_dir={self.spool_dir!s}, " \
+               f"deadline_seconds={self.deadline_seconds}, log={self.log!r})"
+
+
+def _deadline(value: object) -> float:
+    if isinstance(value, bool):
+        raise ValueError("not a number")
+    seconds = float(value)  # type: ignore[arg-type]
+    if not 1 <= seconds <= 3600:
+        raise ValueError("must be between 1 and 3600 seconds")
+    return seconds
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("must be a non-empty string")
+    return value
+
+
+_CONVERT = {
+    "database_url": _text,
+    "spool_dir": lambda v: Path(_text(v)),
+    "deadline_seconds": _deadline,
+    "log": _text,
+}
+
+
+def config_path(explicit: str | os.PathLike[str] | None = None) -> tuple[Path, bool]:
+    """The file to read, and whether it was asked for (so its absence is an error)."""
+    if explicit:
+        return Path(explicit), True
+    if os.environ.get("BOMBOM_CONFIG"):
+        return Path(os.environ["BOMBOM_CONFIG"]), True
+    return DEFAULT_CONFIG, False
+
+
+def read_file(path: Path, required: bool) -> dict[str, object]:
+    """The key/value pairs of a config file; {} for an absent optional file."""
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            if mode & stat.S_IROTH:
+                raise ConfigError(f"{path} is world-readable; it holds the database password "
+                                  f"(chmod 640)")
+            return tomllib.load(f)
+    except FileNotFoundError:
+        if required:
+            raise ConfigError(f"config file {path} not found") from None
+        return {}
+    except PermissionError:
+        raise ConfigError(f"config file {path} not readable by uid {os.getuid()}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path}: {e}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory") from None
+
+
+def load(explicit: str | os.PathLike[str] | None = None,
+         environ: dict[str, str] | None = None) -> Settings:
+    """Read the file, apply BOMBOM_* overrides, validate every value."""
+    env = os.environ if environ is None else environ
+    path, required = config_path(explicit)
+    raw = read_file(path, required)
+    unknown = sorted(set(raw) - set(_CONVERT))
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}")
+    for name in _CONVERT:
+        value = env.get(f"BOMBOM_{name.upper()}")
+        if value:
+            raw[name] = value
+    if "database_url" not in raw:
+        raise ConfigError(f"no database_url: set it in {path} or BOMBOM_DATABASE_URL")
+    values: dict[str, object] = {}
+    for f in fields(Settings):
+        if f.name in raw:
+            try:
+                values[f.name] = _CONVERT[f.name](raw[f.name])
+            except (TypeError, ValueError) as e:
+                raise ConfigError(f"{f.name}: {e}") from None
+    return Settings(**values)  # type: ignore[arg-type]

@@ -1,0 +1,188 @@
+"""One delivery, in this order of precedence (each step decides before the next can run):
+
+1. arguments and configuration: unusable -> tempfail (75); a config error is ours, never the
+   sender's, and a bounce could get the address unsubscribed;
+2. deadline armed: from here on, running out of time -> tempfail, `GRACE` seconds later a hard 75;
+   our deadline is below Postfix's `bombom_time_limit` because Postfix bounces on its own timeout;
+3. save the raw bytes under their SHA-256 before anything else: failure -> tempfail;
+4. parse (pure): unusable -> the delivery is recorded as quarantined, raw kept for `replay`;
+5. store in one transaction: unknown member -> nouser (67); duplicate -> 0; transient database
+   errors are retried with backoff inside the deadline, then tempfail; a value the database
+   refuses (SQLSTATE class 22/23) -> quarantined, since retrying the same bytes cannot help.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from datetime import UTC, datetime
+
+from . import config, spool
+from .deadline import Deadline, DeadlineExceeded
+from .log import Log
+from .outcomes import Outcome, status_line
+from .store import Delivery, Result
+
+RETRY_FIRST_WAIT = 0.2
+RETRY_MAX_WAIT = 5.0
+
+
+class UsageError(Exception):
+    """The command line in master.cf is wrong: our mistake, so defer, never bounce."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = _Parser(
+        prog="bombom-deliver",
+        description="Deliver one message from stdin to one Bombom member (Postfix pipe(8)).",
+    )
+    p.add_argument("--config", help="config file (default: $BOMBOM_CONFIG or "
+                   f"{config.DEFAULT_CONFIG})")
+    p.add_argument("--sender", help="envelope sender (${sender})")
+    p.add_argument("--recipient", help="envelope recipient (${recipient}); without it, taken "
+                   "from X-Original-To, Delivered-To, then To")
+    p.add_argument("--original-recipient", help="${original_recipient}, for the log")
+    p.add_argument("--queue-id", help="Postfix queue id (${queue_id}), for the log")
+    p.add_argument("--client-address", help="SMTP client address (${client_address})")
+    return p.parse_args(argv)
+
+
+def _recipient_from_headers(msg: object) -> tuple[str | None, str]:
+    for source in ("x_original_to", "delivered_to"):
+        value = getattr(msg, source, None)
+        if value:
+            return value, source.replace("_", "-")
+    to = getattr(msg, "to_addresses", ())
+    return (to[0], "to") if to else (None, "none")
+
+
+def _parse(raw: bytes, log: Log) -> tuple[object | None, str | None]:
+    """(ParsedMessage, None) or (None, why it is quarantined)."""
+    from .parse import ParseError, parse_message
+
+    try:
+        return parse_message(raw), None
+    except ParseError as e:
+        return None, f"unparsable: {e}"
+    except Exception as e:  # a parser bug must not cost the message: keep it for replay
+        log.exception("parser crashed")
+        return None, f"parser error: {type(e).__name__}: {e}"[:500]
+
+
+def _store_with_retries(settings: config.Settings, deadline: Deadline, d: Delivery,
+                        msg: object | None, reason: str | None, log: Log) -> Result:
+    """Run `store.deliver`, retrying transient failures with backoff until the deadline."""
+    from . import store
+
+    def attempt() -> Result:
+        deadline.check()
+        with store.connect(settings.database_url, deadline.remaining()) as conn:
+            try:
+                return store.deliver(conn, d, msg, reason)  # type: ignore[arg-type]
+            except Exception as e:
+                if not store.is_data_error(e):
+                    raise
+                log.exception("database refused the message")
+                why = f"database refused: {getattr(e, 'sqlstate', '')} {e}"[:500]
+                return store.deliver(conn, d, None, why)
+
+    try:
+        return attempt()
+    except Exception as e:
+        if not store.is_transient(e):
+            raise
+        log.error(f"transient database error, retrying: {e}")
+    import tenacity  # only paid when the first attempt failed
+
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(store.is_transient),
+        wait=tenacity.wait_exponential_jitter(initial=RETRY_FIRST_WAIT, max=RETRY_MAX_WAIT),
+        stop=tenacity.stop_before_delay(max(0.0, deadline.remaining() - 0.5)),
+        reraise=True,
+    )
+    return retrying(attempt)
+
+
+def run(argv: list[str], stdin: object = None) -> tuple[Outcome, str]:
+    """Deliver the message on stdin; returns the outcome and its one-line explanation."""
+    started = datetime.now(UTC)
+    t0 = time.monotonic()
+    try:
+        args = parse_args(argv)
+    except UsageError as e:
+        Log("syslog").error(f"command line: {e}")
+        return Outcome.TEMPFAIL, f"bad command line: {e}"
+    try:
+        settings = config.load(args.config)
+    except config.ConfigError as e:
+        Log("syslog").error(f"configuration: {e}")
+        return Outcome.TEMPFAIL, f"configuration: {e}"
+    log = Log(settings.log)
+    if os.geteuid() == 0:
+        log.error("refusing to run as root")
+        return Outcome.TEMPFAIL, "refusing to run as root; set user= in master.cf"
+    deadline = Deadline(settings.deadline_seconds)
+    deadline.arm(b"4.3.0 deadline reached; will retry\n")
+    qid = args.queue_id or "-"
+    d: Delivery | None = None
+    try:
+        try:
+            saved = spool.save_stream(settings.spool_dir, stdin or sys.stdin.buffer)
+        except spool.SpoolError as e:
+            log.error(f"{qid}: outcome=tempfail spool: {e}")
+            return Outcome.TEMPFAIL, f"spool: {e}"
+        raw = saved.path.read_bytes()
+        msg, reason = _parse(raw, log)
+        recipient, source = args.recipient, "envelope"
+        if not recipient:
+            recipient, source = _recipient_from_headers(msg)
+        if not recipient:
+            log.error(f"{qid}: outcome=nouser no recipient given, none in the headers "
+                      f"sha256={saved.sha256}")
+            return Outcome.NOUSER, "no recipient"
+        d = Delivery(recipient=recipient, raw_sha256=saved.sha256, raw_path=str(saved.path),
+                     started_at=started, queue_id=args.queue_id, envelope_sender=args.sender,
+                     client_address=args.client_address)
+        result = _store_with_retries(settings, deadline, d, msg, reason, log)
+        deadline.disarm()
+    except DeadlineExceeded as e:
+        result = Result(Outcome.TEMPFAIL, str(e))
+    except Exception as e:
+        log.exception(f"{qid}: delivery failed")
+        result = Result(Outcome.TEMPFAIL, _describe(e))
+    ms = int((time.monotonic() - t0) * 1000)
+    mid = getattr(msg, "message_id", None) if d else None
+    log.info(
+        f"{qid}: outcome={result.outcome.value} recipient={d.recipient if d else '-'}"
+        f"{'' if source == 'envelope' else f' (from {source} header)'}"
+        f" orig_to={args.original_recipient or '-'} message_id=<{mid or ''}>"
+        f" sha256={d.raw_sha256 if d else '-'} ms={ms} {result.detail}"
+    )
+    return result.outcome, _summary(result, d)
+
+
+def _describe(e: BaseException) -> str:
+    """A short, password-free reason for an unexpected failure."""
+    name = type(e).__name__
+    sqlstate = getattr(e, "sqlstate", None)
+    if name in {"OperationalError", "ConnectionTimeout"}:
+        return f"database unavailable ({name})"
+    return f"{name}{f' {sqlstate}' if sqlstate else ''}"
+
+
+def _summary(result: Result, d: Delivery | None) -> str:
+    sha = d.raw_sha256[:12] if d else "-"
+    return f"{result.outcome.value} {result.detail} sha256={sha}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    outcome, text = run(sys.argv[1:] if argv is None else argv)
+    os.write(1, (status_line(outcome, text) + "\n").encode("utf-8", "replace"))
+    return outcome.exit_code

@@ -1,0 +1,46 @@
+"""`bombom-deliver`: the wrapper that guarantees Postfix only ever sees 0, 67 or 75.
+
+Only the standard library is imported here, so that even a broken dependency (an ImportError
+while loading psycopg, say) or a bug anywhere below becomes a deferral (75) with one status line,
+never Python's exit status 1, which Postfix would turn into a bounce carrying a traceback.
+"""
+
+import os
+
+ALLOWED = (0, 67, 75)
+
+
+def main() -> None:
+    code = 75
+    try:
+        from bombom_pipe.deliver import main as deliver
+
+        code = deliver()
+    except SystemExit as e:  # argparse: --help (0) or a usage error (2)
+        code = e.code if e.code in ALLOWED else 75
+        if code == 75:
+            os.write(1, b"4.3.0 bad command line; see the bombom-deliver log\n")
+    except BaseException as e:  # noqa: BLE001 - the whole point
+        _last_resort_log(e)
+        os.write(1, f"4.3.0 internal error ({type(e).__name__}); will retry\n".encode())
+    if code not in ALLOWED:
+        code = 75
+    os._exit(code)  # no interpreter teardown: nothing after this line can change the status
+
+
+def _last_resort_log(e: BaseException) -> None:
+    """The traceback to syslog (facility mail); the regular log may be what failed."""
+    try:
+        import syslog
+        import traceback
+
+        syslog.openlog("bombom-deliver", syslog.LOG_PID, syslog.LOG_MAIL)
+        for line in traceback.format_exception(e):
+            for part in line.rstrip().splitlines():
+                syslog.syslog(syslog.LOG_ERR, part)
+    except BaseException:  # noqa: BLE001
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""One line per delivery, to syslog (facility mail, beside Postfix's lines), stderr or a file.
+
+Under Postfix, stdout and stderr are captured into Postfix's own log and bounce texts, so they get
+only the one status line; everything else, tracebacks included, goes here.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+IDENT = "bombom-deliver"
+
+
+class Log:
+    def __init__(self, target: str = "syslog", ident: str = IDENT) -> None:
+        self.target = target
+        self.ident = ident
+        if target == "syslog":
+            import syslog
+
+            syslog.openlog(ident, syslog.LOG_PID, syslog.LOG_MAIL)
+
+    def write(self, level: str, line: str) -> None:
+        line = line.replace("\x00", "\\0")
+        try:
+            if self.target == "syslog":
+                import syslog
+
+                prio = syslog.LOG_ERR if level == "error" else syslog.LOG_INFO
+                for part in line.splitlines() or [""]:
+                    syslog.syslog(prio, part)
+                return
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            text = f"{stamp} {self.ident}[{os.getpid()}]: {level}: {line}\n"
+            if self.target == "stderr":
+                sys.stderr.write(text)
+                sys.stderr.flush()
+            else:
+                fd = os.open(self.target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+                try:
+                    os.write(fd, text.encode("utf-8", "backslashreplace"))
+                finally:
+                    os.close(fd)
+        except OSError:
+            pass  # logging must never change the outcome of a delivery
+
+    def info(self, line: str) -> None:
+        self.write("info", line)
+
+    def error(self, line: str) -> None:
+        self.write("error", line)
+
+    def exception(self, line: str) -> None:
+        import traceback
+
+        self.write("error", f"{line}\n{traceback.format_exc()}")

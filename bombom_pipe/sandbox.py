@@ -1,0 +1,167 @@
+"""Throwaway local services for the demo and the tests: a private PostgreSQL cluster, and a way
+to run `bombom-deliver` as an unprivileged user the way Postfix does.
+
+PostgreSQL refuses to run as root, and so does `bombom-deliver`; when we are root, both run as
+an unprivileged account (`postgres` for the server, `nobody` for deliveries) on files we hand them.
+The cluster listens on a unix socket only (listen_addresses = ''), never on the network.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent
+DELIVER_USER = "nobody"
+
+
+def _pg_bindir() -> Path:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"),
+                   key=lambda p: int(p.split("/")[4]))
+    if found:
+        return Path(found[-1]).parent
+    pg_ctl = shutil.which("pg_ctl")
+    if pg_ctl:
+        return Path(pg_ctl).parent
+    raise RuntimeError("PostgreSQL server binaries not found (apt-get install postgresql)")
+
+
+def as_user(user: str | None, argv: list[str]) -> list[str]:
+    """argv run as `user` when we are root (setpriv, from util-linux), else unchanged."""
+    if user is None or os.geteuid() != 0:
+        return argv
+    pw = pwd.getpwnam(user)
+    return ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups",
+            "--reset-env", "--", *argv]
+
+
+def give(path: Path, user: str) -> None:
+    """Hand a directory tree to `user` when we are root."""
+    if os.geteuid() == 0:
+        pw = pwd.getpwnam(user)
+        for p in [path, *path.rglob("*")]:
+            os.lchown(p, pw.pw_uid, pw.pw_gid)
+
+
+class LocalPostgres:
+    """initdb + pg_ctl in `base`; superuser `postgres`, trust auth on a private unix socket."""
+
+    user = "postgres"
+
+    def __init__(self, base: Path, port: int = 5432) -> None:
+        self.base = base.resolve()
+        self.data = self.base / "data"
+        self.sock = self.base / "sock"
+        self.port = port
+        self.bindir = _pg_bindir()
+        self.run_as = "postgres" if os.geteuid() == 0 else None
+
+    def url(self, dbname: str = "bombom", user: str = "postgres", password: str | None = None
+            ) -> str:
+        auth = f"{user}:{password}" if password else user
+        return f"postgresql://{auth}@/{dbname}?host={self.sock}&port={self.port}"
+
+    def _run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(as_user(self.run_as, list(argv)), check=check, text=True,
+                              capture_output=True)
+
+    def init(self) -> None:
+        if (self.data / "PG_VERSION").exists():
+            return
+        self.sock.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.base, 0o755)
+        os.chmod(self.sock, 0o755)
+        if self.run_as:
+            give(self.base, self.run_as)
+        self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres",
+                  "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync")
+
+    def start(self) -> None:
+        self.init()
+        if self.running():
+            return
+        opts = (f"-k {self.sock} -p {self.port} -c listen_addresses='' -c fsync=on "
+                "-c max_connections=60")
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", opts, "-w",
+                  "-l", str(self.base / "postgres.log"), "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        if self.running():
+            self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w",
+                      "stop")
+
+    def running(self) -> bool:
+        r = self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "status", check=False)
+        return r.returncode == 0
+
+    def createdb(self, name: str = "bombom") -> None:
+        import psycopg
+
+        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                                  (name,)).fetchone()
+            if not exists:
+                conn.execute(f'CREATE DATABASE "{name}"')  # name is ours, not from input
+
+    def wait_ready(self, seconds: float = 30) -> None:
+        end = time.monotonic() + seconds
+        while not self.running():
+            if time.monotonic() > end:
+                raise RuntimeError("PostgreSQL did not start")
+            time.sleep(0.1)
+
+
+def deliver_argv(workdir: Path, env: dict[str, str] | None = None) -> list[str]:
+    """How to run `bombom-deliver` from this source tree as the delivery user.
+
+    Not root: this interpreter, this source. Root: the source is copied to `workdir` and run by a
+    venv of Debian's /usr/bin/python3 under /var/tmp (made once per dependency set), because the
+    unprivileged user can enter neither /root nor, perhaps, this checkout.
+    """
+    extra = [f"{k}={v}" for k, v in (env or {}).items()]
+    if os.geteuid() != 0:
+        return ["env", *extra, sys.executable, "-m", "bombom_pipe.entry"]
+    venv = _runner_venv()
+    src = workdir / "src"
+    if src.exists():
+        shutil.rmtree(src)
+    shutil.copytree(PACKAGE, src / "bombom_pipe",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    subprocess.run([str(venv / "bin" / "python"), "-m", "compileall", "-q", str(src)],
+                   check=True)
+    for p in [workdir, *src.rglob("*")]:
+        os.chmod(p, 0o755 if p.is_dir() else 0o644)
+    return as_user(DELIVER_USER, ["env", f"PYTHONPATH={src}", "LANG=C", *extra,
+                                  str(venv / "bin" / "python"), "-m", "bombom_pipe.entry"])
+
+
+def _dependencies() -> list[str]:
+    import tomllib
+
+    pyproject = PACKAGE.parent / "pyproject.toml"
+    if pyproject.exists():
+        return tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    from importlib.metadata import requires
+
+    return [r for r in requires("bombom-pipe") or [] if "extra ==" not in r]
+
+
+def _runner_venv() -> Path:
+    deps = _dependencies()
+    key = hashlib.sha256("\n".join(deps).encode()).hexdigest()[:12]
+    venv = Path("/var/tmp") / f"bombom-runner-{key}"
+    if not (venv / "ok").exists():
+        base = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+        subprocess.run([base, "-m", "venv", "--clear", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
+                        *deps], check=True)
+        (venv / "ok").write_text(sysconfig.get_python_version())
+    return venv

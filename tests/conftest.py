@@ -1,0 +1,127 @@
+"""Fixtures: a private PostgreSQL cluster per session, and a delivery environment per test that
+runs the real `bombom-deliver` as a subprocess, as an unprivileged user when we are root."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from bombom_pipe.sandbox import DELIVER_USER, LocalPostgres, deliver_argv, give
+from bombom_pipe.schema import upgrade
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+ALICE = "alice@bombom.news"
+BOB = "bob@bombom.news"
+
+
+@pytest.fixture(scope="session")
+def workdir() -> Iterator[Path]:
+    """A temp dir that the postgres and delivery users can enter (pytest's own is 0700)."""
+    d = Path(tempfile.mkdtemp(prefix="bombom-test-", dir="/tmp"))
+    os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg(workdir: Path) -> Iterator[LocalPostgres]:
+    cluster = LocalPostgres(workdir / "pg")
+    cluster.start()
+    cluster.createdb("bombom")
+    with psycopg.connect(cluster.url()) as conn:
+        upgrade(conn)
+    yield cluster
+    cluster.stop("immediate")
+
+
+@pytest.fixture
+def db(pg: LocalPostgres) -> Iterator[psycopg.Connection]:
+    """An autocommit connection to an emptied database with two members."""
+    with psycopg.connect(pg.url(), autocommit=True) as conn:
+        conn.execute("TRUNCATE deliveries, articles, newsletters, members RESTART IDENTITY")
+        conn.execute("INSERT INTO members (address) VALUES (%s), (%s)", (ALICE, BOB))
+        yield conn
+
+
+@pytest.fixture(scope="session")
+def runner(workdir: Path) -> list[str]:
+    return deliver_argv(workdir / "runner")
+
+
+@dataclass
+class Env:
+    """One delivery environment: spool, log and config file, owned by the delivery user."""
+
+    base: Path
+    runner: list[str]
+    database_url: str
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def spool(self) -> Path:
+        return self.base / "spool"
+
+    @property
+    def config(self) -> Path:
+        return self.base / "bombom.conf"
+
+    @property
+    def log(self) -> Path:
+        return self.base / "deliver.log"
+
+    def write_config(self, text: str | None = None, mode: int = 0o600) -> None:
+        if text is None:
+            text = (f'database_url = "{self.database_url}"\nspool_dir = "{self.spool}"\n'
+                    f'deadline_seconds = 20\nlog = "{self.log}"\n')
+        self.config.write_text(text)
+        os.chmod(self.config, mode)
+        give(self.config, DELIVER_USER)
+
+    def argv(self, *args: str, config: bool = True) -> list[str]:
+        runner = self.runner
+        if self.extra_env:
+            i = runner.index("env") + 1
+            runner = [*runner[:i], *(f"{k}={v}" for k, v in self.extra_env.items()),
+                      *runner[i:]]
+        return [*runner, *(["--config", str(self.config)] if config else []), *args]
+
+    def deliver(self, raw: bytes, *args: str, recipient: str | None = ALICE,
+                timeout: float = 60, config: bool = True) -> subprocess.CompletedProcess[bytes]:
+        rcpt = ["--recipient", recipient] if recipient else []
+        return subprocess.run(self.argv(*rcpt, *args, config=config), input=raw,
+                              capture_output=True, timeout=timeout)
+
+    def popen(self, *args: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(self.argv(*args), stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+@pytest.fixture
+def env(db: psycopg.Connection, pg: LocalPostgres, runner: list[str], workdir: Path,
+        request: pytest.FixtureRequest) -> Iterator[Env]:
+    base = Path(tempfile.mkdtemp(prefix="env-", dir=workdir))
+    os.chmod(base, 0o755)
+    (base / "spool").mkdir()
+    (base / "deliver.log").touch()
+    give(base, DELIVER_USER)
+    e = Env(base, runner, pg.url())
+    e.write_config()
+    yield e
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def corpus_files() -> list[Path]:
+    manifest = CORPUS / "MANIFEST.tsv"
+    if not manifest.exists():
+        return []
+    lines = manifest.read_text(encoding="utf-8").splitlines()[1:]
+    return [CORPUS / line.split("\t", 1)[0] for line in lines if line.strip()]
