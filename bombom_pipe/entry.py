@@ -6,6 +6,7 @@ never Python's exit status 1, which Postfix would turn into a bounce carrying a 
 """
 
 import os
+import sys
 
 ALLOWED = (0, 67, 75)
 
@@ -25,6 +26,10 @@ def main() -> None:
         os.write(1, f"4.3.0 internal error ({type(e).__name__}); will retry\n".encode())
     if code not in ALLOWED:
         code = 75
+    try:  # noqa: SIM105 - no contextlib import on this path
+        sys.stdout.flush()  # argparse's --help text; our own status line bypasses the buffer
+    except BaseException:  # noqa: BLE001 - a closed stdout must not change the status
+        pass
     os._exit(code)  # no interpreter teardown: nothing after this line can change the status
 
 

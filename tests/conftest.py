@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from bombom_pipe.sandbox import DELIVER_USER, LocalPostgres, deliver_argv, give
-from bombom_pipe.schema import upgrade
+from bombom_pipe.schema import grant, upgrade
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -39,6 +39,8 @@ def pg(workdir: Path) -> Iterator[LocalPostgres]:
     cluster.createdb("bombom")
     with psycopg.connect(cluster.url()) as conn:
         upgrade(conn)
+        grant(conn, "delivery", "bombom_deliver")
+        grant(conn, "lookup", "bombom_lookup")
     yield cluster
     cluster.stop("immediate")
 
@@ -113,7 +115,7 @@ def env(db: psycopg.Connection, pg: LocalPostgres, runner: list[str], workdir: P
     (base / "spool").mkdir()
     (base / "deliver.log").touch()
     give(base, DELIVER_USER)
-    e = Env(base, runner, pg.url())
+    e = Env(base, runner, pg.url(user="bombom_deliver"))
     e.write_config()
     yield e
     shutil.rmtree(base, ignore_errors=True)

@@ -42,14 +42,29 @@ def main(ctx: click.Context, config_path: str | None) -> None:
 
 
 @main.command("init-db")
+@click.option("--delivery-role", metavar="ROLE",
+              help="create/grant the role bombom-deliver uses (password from "
+                   "$BOMBOM_DELIVERY_PASSWORD)")
+@click.option("--lookup-role", metavar="ROLE",
+              help="create/grant the read-only role Postfix's recipient lookup uses (password "
+                   "from $BOMBOM_LOOKUP_PASSWORD)")
 @click.pass_obj
-def init_db(obj: Context) -> None:
-    """Create or upgrade the schema (safe to run twice)."""
-    from ..schema import upgrade
+def init_db(obj: Context, delivery_role: str | None, lookup_role: str | None) -> None:
+    """Create or upgrade the schema and the least-privilege roles (safe to run twice).
+
+    Run it with the owner's DSN. Passwords come from the environment, never from argv.
+    """
+    import os
+
+    from ..schema import grant, upgrade
 
     with obj.connect() as conn:
         applied = upgrade(conn)
-    click.echo("applied: " + ", ".join(applied) if applied else "schema is up to date")
+        click.echo("applied: " + ", ".join(applied) if applied else "schema is up to date")
+        for kind, role in (("delivery", delivery_role), ("lookup", lookup_role)):
+            if role:
+                grant(conn, kind, role, os.environ.get(f"BOMBOM_{kind.upper()}_PASSWORD"))
+                click.echo(f"{kind} role {role}: granted")
 
 
 @main.group()

@@ -41,3 +41,37 @@ def upgrade(conn: psycopg.Connection) -> list[str]:
                          (version, name))
             applied.append(f"{version:03d}_{name}")
     return applied
+
+
+#: what each role may do, table by table; nothing else (no DDL, no DELETE, no TRUNCATE)
+GRANTS: dict[str, dict[str, str]] = {
+    "delivery": {
+        "members": "SELECT",
+        "newsletters": "SELECT, INSERT, UPDATE",
+        "articles": "SELECT, INSERT",
+        "deliveries": "SELECT, INSERT",
+    },
+    "lookup": {"members": "SELECT"},
+}
+
+
+def grant(conn: psycopg.Connection, kind: str, role: str, password: str | None = None) -> None:
+    """Create `role` (LOGIN) if missing, set its password when given, grant `GRANTS[kind]`."""
+    from psycopg import sql
+
+    ident = sql.Identifier(role)
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_ID,))
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(ident))
+        if password:
+            conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(ident, sql.Literal(password)))
+        db = conn.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
+        conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(db),
+                                                                         ident))
+        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(ident))
+        for table, privileges in GRANTS[kind].items():
+            conn.execute(sql.SQL("REVOKE ALL ON {} FROM {}").format(sql.Identifier(table), ident))
+            conn.execute(sql.SQL("GRANT " + privileges + " ON {} TO {}").format(  # noqa: S608
+                sql.Identifier(table), ident))
