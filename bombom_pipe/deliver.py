@@ -17,6 +17,7 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from . import config, spool
@@ -110,10 +111,20 @@ def _store_with_retries(settings: config.Settings, deadline: Deadline, d: Delive
     return retrying(attempt)
 
 
-def run(argv: list[str], stdin: object = None) -> tuple[Outcome, str]:
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """What Postfix says about the message, from the command line."""
+
+    recipient: str | None = None
+    sender: str | None = None
+    original_recipient: str | None = None
+    queue_id: str | None = None
+    client_address: str | None = None
+
+
+def run(argv: list[str]) -> tuple[Outcome, str]:
     """Deliver the message on stdin; returns the outcome and its one-line explanation."""
     started = datetime.now(UTC)
-    t0 = time.monotonic()
     try:
         args = parse_args(argv)
     except UsageError as e:
@@ -128,44 +139,60 @@ def run(argv: list[str], stdin: object = None) -> tuple[Outcome, str]:
     if os.geteuid() == 0:
         log.error("refusing to run as root")
         return Outcome.TEMPFAIL, "refusing to run as root; set user= in master.cf"
+    envelope = Envelope(args.recipient, args.sender, args.original_recipient, args.queue_id,
+                        args.client_address)
     deadline = Deadline(settings.deadline_seconds)
     deadline.arm(b"4.3.0 deadline reached; will retry\n")
-    qid = args.queue_id or "-"
-    d: Delivery | None = None
     try:
-        try:
-            saved = spool.save_stream(settings.spool_dir, stdin or sys.stdin.buffer)
-        except spool.SpoolError as e:
-            log.error(f"{qid}: outcome=tempfail spool: {e}")
-            return Outcome.TEMPFAIL, f"spool: {e}"
-        raw = saved.path.read_bytes()
-        msg, reason = _parse(raw, log)
-        recipient, source = args.recipient, "envelope"
+        saved = spool.save_stream(settings.spool_dir, sys.stdin.buffer)
+    except spool.SpoolError as e:
+        log.error(f"{args.queue_id or '-'}: outcome=tempfail spool: {e}")
+        return Outcome.TEMPFAIL, f"spool: {e}"
+    except DeadlineExceeded as e:
+        return Outcome.TEMPFAIL, f"reading the message: {e}"
+    result = deliver_saved(settings, saved, envelope, deadline, log, started)
+    deadline.disarm()
+    return result.outcome, f"{result.outcome.value} {result.detail} sha256={saved.sha256[:12]}"
+
+
+def deliver_saved(settings: config.Settings, saved: spool.Saved, envelope: Envelope,
+                  deadline: Deadline, log: Log, started: datetime | None = None) -> Result:
+    """Steps 4 and 5 for a message already in the spool; `bombom replay` comes in here too."""
+    t0 = time.monotonic()
+    started = started or datetime.now(UTC)
+    msg = d = None
+    source = "envelope"
+    try:
+        msg, reason = _parse(saved.path.read_bytes(), log)
+        recipient = envelope.recipient
         if not recipient:
             recipient, source = _recipient_from_headers(msg)
         if not recipient:
-            log.error(f"{qid}: outcome=nouser no recipient given, none in the headers "
-                      f"sha256={saved.sha256}")
-            return Outcome.NOUSER, "no recipient"
-        d = Delivery(recipient=recipient, raw_sha256=saved.sha256, raw_path=str(saved.path),
-                     started_at=started, queue_id=args.queue_id, envelope_sender=args.sender,
-                     client_address=args.client_address)
-        result = _store_with_retries(settings, deadline, d, msg, reason, log)
-        deadline.disarm()
+            result = Result(Outcome.NOUSER, "no recipient given and none in the headers")
+        else:
+            for a in getattr(msg, "attachments", ()):
+                spool.save_bytes(settings.spool_dir, "att", a.data)
+            d = Delivery(recipient=recipient, raw_sha256=saved.sha256,
+                         raw_path=str(saved.path), started_at=started,
+                         queue_id=envelope.queue_id, envelope_sender=envelope.sender,
+                         client_address=envelope.client_address)
+            result = _store_with_retries(settings, deadline, d, msg, reason, log)
     except DeadlineExceeded as e:
         result = Result(Outcome.TEMPFAIL, str(e))
+    except spool.SpoolError as e:
+        result = Result(Outcome.TEMPFAIL, f"spool: {e}")
     except Exception as e:
-        log.exception(f"{qid}: delivery failed")
+        log.exception(f"{envelope.queue_id or '-'}: delivery failed")
         result = Result(Outcome.TEMPFAIL, _describe(e))
-    ms = int((time.monotonic() - t0) * 1000)
-    mid = getattr(msg, "message_id", None) if d else None
     log.info(
-        f"{qid}: outcome={result.outcome.value} recipient={d.recipient if d else '-'}"
+        f"{envelope.queue_id or '-'}: outcome={result.outcome.value}"
+        f" recipient={d.recipient if d else '-'}"
         f"{'' if source == 'envelope' else f' (from {source} header)'}"
-        f" orig_to={args.original_recipient or '-'} message_id=<{mid or ''}>"
-        f" sha256={d.raw_sha256 if d else '-'} ms={ms} {result.detail}"
+        f" orig_to={envelope.original_recipient or '-'}"
+        f" message_id=<{getattr(msg, 'message_id', None) or ''}> sha256={saved.sha256}"
+        f" ms={int((time.monotonic() - t0) * 1000)} {result.detail}"
     )
-    return result.outcome, _summary(result, d)
+    return result
 
 
 def _describe(e: BaseException) -> str:
@@ -175,11 +202,6 @@ def _describe(e: BaseException) -> str:
     if name in {"OperationalError", "ConnectionTimeout"}:
         return f"database unavailable ({name})"
     return f"{name}{f' {sqlstate}' if sqlstate else ''}"
-
-
-def _summary(result: Result, d: Delivery | None) -> str:
-    sha = d.raw_sha256[:12] if d else "-"
-    return f"{result.outcome.value} {result.detail} sha256={sha}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -118,17 +118,29 @@ def _record(conn: psycopg.Connection, d: Delivery, result: Result, member_id: in
 
 
 def _newsletter(conn: psycopg.Connection, msg: ParsedMessage) -> int | None:
+    """Upsert the sender; known values (name, List-Id, unsubscribe) are never replaced by NULL."""
     if not msg.from_address:
         return None
+    u = msg.unsubscribe
+    sender = msg.sender_address if msg.sender_address != msg.from_address else None
     row = conn.execute(
-        """INSERT INTO newsletters (sender_address, display_name, list_id)
-           VALUES (%s, %s, %s)
-           ON CONFLICT (sender_address) DO UPDATE
-             SET display_name = coalesce(excluded.display_name, newsletters.display_name),
-                 list_id = coalesce(excluded.list_id, newsletters.list_id),
-                 last_seen_at = now()
+        """INSERT INTO newsletters (sender_address, display_name, list_id, sender_header,
+                                    unsubscribe_http, unsubscribe_mailto, unsubscribe_one_click)
+           VALUES (%s, %s, %s, %s, %s, %s, %s)
+           ON CONFLICT (sender_address) DO UPDATE SET
+             display_name = coalesce(excluded.display_name, newsletters.display_name),
+             list_id = coalesce(excluded.list_id, newsletters.list_id),
+             sender_header = coalesce(excluded.sender_header, newsletters.sender_header),
+             unsubscribe_http = coalesce(excluded.unsubscribe_http, newsletters.unsubscribe_http),
+             unsubscribe_mailto = coalesce(excluded.unsubscribe_mailto,
+                                           newsletters.unsubscribe_mailto),
+             unsubscribe_one_click = CASE WHEN excluded.unsubscribe_http IS NULL
+                                          THEN newsletters.unsubscribe_one_click
+                                          ELSE excluded.unsubscribe_one_click END,
+             last_seen_at = now()
            RETURNING id""",
-        (_short(msg.from_address), msg.from_name, _short(msg.list_id, MAX_KEY)),
+        (_short(msg.from_address), msg.from_name, _short(msg.list_id, MAX_KEY), _short(sender),
+         u.http, u.mailto, u.one_click),
     ).fetchone()
     return row[0] if row else None
 
@@ -157,17 +169,25 @@ def _article(conn: psycopg.Connection, d: Delivery, msg: ParsedMessage, member_i
     if existing:
         return Result(Outcome.DUPLICATE, f"article {existing[0]}", existing[0])
     newsletter_id = _newsletter(conn, msg)
+    u = msg.unsubscribe
     row = conn.execute(
         """INSERT INTO articles (member_id, newsletter_id, dedup_key, message_id, subject,
                                  from_address, from_name, date_header, sent_at, html,
                                  text_content, list_id, list_unsubscribe, envelope_sender,
-                                 raw_sha256, raw_path)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                                 raw_sha256, raw_path, display_html, preview, unsubscribe_http,
+                                 unsubscribe_mailto, unsubscribe_one_click, web_version_url,
+                                 thumbnail_url, reading_minutes, confirmation_url, charsets,
+                                 replacement_chars, parse_fallbacks, skipped_attachments)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
+                   %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
            ON CONFLICT (member_id, dedup_key) DO NOTHING
            RETURNING id""",
         (member_id, newsletter_id, key, msg.message_id, msg.subject, _short(msg.from_address),
          msg.from_name, msg.date_header, msg.sent_at, msg.html, msg.text, msg.list_id,
-         msg.list_unsubscribe, _short(d.envelope_sender), d.raw_sha256, d.raw_path),
+         msg.list_unsubscribe, _short(d.envelope_sender), d.raw_sha256, d.raw_path,
+         msg.display_html, msg.preview, u.http, u.mailto, u.one_click, msg.web_version_url,
+         msg.thumbnail_url, msg.reading_minutes, msg.confirmation_url, list(msg.charsets),
+         msg.replacement_chars, list(msg.fallbacks), list(msg.skipped_attachments)),
     ).fetchone()
     if row is None:  # a concurrent run of the same message committed first
         other = conn.execute(
@@ -175,6 +195,14 @@ def _article(conn: psycopg.Connection, d: Delivery, msg: ParsedMessage, member_i
         ).fetchone()
         article_id = other[0] if other else None
         return Result(Outcome.DUPLICATE, f"article {article_id}", article_id)
+    with conn.cursor() as cur:
+        cur.executemany(
+            """INSERT INTO attachments (article_id, filename, content_type, disposition,
+                                        content_id, size, sha256)
+               VALUES (%s, %s, %s, %s, %s, %s, %s)""",
+            [(row[0], a.filename, a.content_type, a.disposition, a.content_id, a.size, a.sha256)
+             for a in msg.attachments],
+        )
     return Result(Outcome.STORED, f"article {row[0]}", row[0])
 
 

@@ -49,7 +49,7 @@ def pg(workdir: Path) -> Iterator[LocalPostgres]:
 def db(pg: LocalPostgres) -> Iterator[psycopg.Connection]:
     """An autocommit connection to an emptied database with two members."""
     with psycopg.connect(pg.url(), autocommit=True) as conn:
-        conn.execute("TRUNCATE deliveries, articles, newsletters, members RESTART IDENTITY")
+        conn.execute("TRUNCATE attachments, deliveries, articles, newsletters, members RESTART IDENTITY")
         conn.execute("INSERT INTO members (address) VALUES (%s), (%s)", (ALICE, BOB))
         yield conn
 

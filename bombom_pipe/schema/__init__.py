@@ -50,6 +50,7 @@ GRANTS: dict[str, dict[str, str]] = {
         "newsletters": "SELECT, INSERT, UPDATE",
         "articles": "SELECT, INSERT",
         "deliveries": "SELECT, INSERT",
+        "attachments": "SELECT, INSERT",
     },
     "lookup": {"members": "SELECT"},
 }
