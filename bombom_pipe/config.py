@@ -5,9 +5,13 @@
     spool_dir = "/var/spool/bombom"
     deadline_seconds = 60
     log = "syslog"            # or "stderr", or a file path
+    # for the `bombom` admin command only (schema, prune): the owner's DSN
+    admin_database_url = "postgresql://bombom@/bombom?host=/var/run/postgresql"
+    domains = ["bombom.news"]  # the service's domains, for `bombom check`
 
 Postfix cleans the environment of pipe(8) commands, so production reads the file; tests and manual
-runs may use BOMBOM_DATABASE_URL, BOMBOM_SPOOL_DIR, BOMBOM_DEADLINE_SECONDS, BOMBOM_LOG instead.
+runs may use BOMBOM_DATABASE_URL, BOMBOM_SPOOL_DIR, BOMBOM_DEADLINE_SECONDS, BOMBOM_LOG,
+BOMBOM_ADMIN_DATABASE_URL, BOMBOM_DOMAINS (comma-separated) instead.
 The file is chosen by `--config`, else BOMBOM_CONFIG, else the default path. A missing default
 file is fine when the environment supplies what is needed; a file named explicitly must exist.
 """
@@ -32,10 +36,13 @@ class Settings:
     spool_dir: Path = Path("/var/spool/bombom")
     deadline_seconds: float = 60.0
     log: str = "syslog"
+    admin_database_url: str | None = None
+    domains: tuple[str, ...] = ("bombom.news",)
 
-    def __repr__(self) -> str:  # never show the password
-        return f"Settings(database_url=<hidden>, spool_dir={self.spool_dir!s}, " \
-               f"deadline_seconds={self.deadline_seconds}, log={self.log!r})"
+    def __repr__(self) -> str:  # never show a password
+        return (f"Settings(database_url=<hidden>, spool_dir={self.spool_dir!s}, "
+                f"deadline_seconds={self.deadline_seconds}, log={self.log!r}, "
+                f"domains={self.domains!r})")
 
 
 def _deadline(value: object) -> float:
@@ -53,11 +60,23 @@ def _text(value: object) -> str:
     return value
 
 
+def _domains(value: object) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(d, str) for d in items):
+        raise ValueError("must be a list of domain names")
+    domains = tuple(d.strip().lower() for d in items if d.strip())
+    if not domains:
+        raise ValueError("must name at least one domain")
+    return domains
+
+
 _CONVERT = {
     "database_url": _text,
     "spool_dir": lambda v: Path(_text(v)),
     "deadline_seconds": _deadline,
     "log": _text,
+    "admin_database_url": _text,
+    "domains": _domains,
 }
 
 

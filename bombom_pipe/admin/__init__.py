@@ -26,8 +26,9 @@ class Context:
     def connect(self):  # noqa: ANN201
         import psycopg
 
+        url = self.settings.admin_database_url or self.settings.database_url
         try:
-            return psycopg.connect(self.settings.database_url, autocommit=False)
+            return psycopg.connect(url, autocommit=False)
         except psycopg.OperationalError as e:
             raise click.ClickException(f"database: {e}") from None
 
@@ -37,8 +38,15 @@ class Context:
               help=f"config file (default {config.DEFAULT_CONFIG})")
 @click.pass_context
 def main(ctx: click.Context, config_path: str | None) -> None:
-    """Bombom mail edge: database, members and the demo."""
+    """Bombom mail edge: database, members, quarantine, monitoring and the demo."""
     ctx.obj = Context(config_path)
+
+
+def _register() -> None:
+    from . import monitor, quarantine
+
+    for command in (*quarantine.COMMANDS, *monitor.COMMANDS):
+        main.add_command(command)
 
 
 @main.command("init-db")
@@ -110,3 +118,6 @@ def demo(workdir: str, keep_running: bool) -> None:
     from .demo import run
 
     run(workdir, keep_running)
+
+
+_register()
