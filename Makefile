@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 
 APT_PACKAGES = postgresql python3-venv util-linux
 
-.PHONY: demo test lint bench deps clean
+.PHONY: demo test lint bench fuzz deps clean
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/bombom demo
@@ -19,6 +19,11 @@ test: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check bombom_pipe tests
+
+# Longer fuzzing of the whole delivery than CI's bounded run.
+FUZZ_EXAMPLES ?= 5000
+fuzz: $(VENV)/.installed
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VENV)/bin/pytest tests/test_fuzz.py -k never_raises -q
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/pytest benchmarks --benchmark-only

@@ -79,7 +79,12 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def is_data_error(exc: BaseException) -> bool:
-    """The message itself is what the database refuses (data exception, constraint)."""
+    """The message itself is what the database refuses: a data exception or constraint (also
+    raised by psycopg before sending, e.g. for a NUL in text), or text that is not encodable."""
+    import psycopg
+
+    if isinstance(exc, psycopg.DataError | psycopg.IntegrityError | UnicodeEncodeError):
+        return True
     sqlstate = getattr(exc, "sqlstate", None) or ""
     return sqlstate[:2] in {"22", "23"}
 

@@ -37,10 +37,7 @@ def pg(workdir: Path) -> Iterator[LocalPostgres]:
     cluster = LocalPostgres(workdir / "pg")
     cluster.start()
     cluster.createdb("bombom")
-    with psycopg.connect(cluster.url()) as conn:
-        upgrade(conn)
-        grant(conn, "delivery", "bombom_deliver")
-        grant(conn, "lookup", "bombom_lookup")
+    fresh_schema(cluster.url())
     yield cluster
     cluster.stop("immediate")
 
@@ -48,9 +45,8 @@ def pg(workdir: Path) -> Iterator[LocalPostgres]:
 @pytest.fixture
 def db(pg: LocalPostgres) -> Iterator[psycopg.Connection]:
     """An autocommit connection to an emptied database with two members."""
+    fresh_schema(pg.url())
     with psycopg.connect(pg.url(), autocommit=True) as conn:
-        conn.execute("TRUNCATE attachments, deliveries, articles, newsletters, members RESTART IDENTITY")
-        conn.execute("INSERT INTO members (address) VALUES (%s), (%s)", (ALICE, BOB))
         yield conn
 
 
@@ -107,18 +103,35 @@ class Env:
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
-@pytest.fixture
-def env(db: psycopg.Connection, pg: LocalPostgres, runner: list[str], workdir: Path,
-        request: pytest.FixtureRequest) -> Iterator[Env]:
+def new_env(workdir: Path, runner: list[str], database_url: str) -> Env:
+    """A fresh spool, log and config file in `workdir`, handed to the delivery user."""
     base = Path(tempfile.mkdtemp(prefix="env-", dir=workdir))
     os.chmod(base, 0o755)
     (base / "spool").mkdir()
     (base / "deliver.log").touch()
     give(base, DELIVER_USER)
-    e = Env(base, runner, pg.url(user="bombom_deliver"))
+    e = Env(base, runner, database_url)
     e.write_config()
+    return e
+
+
+def fresh_schema(url: str) -> None:
+    """Schema, roles and the two members in the database at `url` (owner connection)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        upgrade(conn)
+        grant(conn, "delivery", "bombom_deliver")
+        grant(conn, "lookup", "bombom_lookup")
+        conn.execute("TRUNCATE attachments, deliveries, articles, newsletters, members "
+                     "RESTART IDENTITY")
+        conn.execute("INSERT INTO members (address) VALUES (%s), (%s)", (ALICE, BOB))
+
+
+@pytest.fixture
+def env(db: psycopg.Connection, pg: LocalPostgres, runner: list[str], workdir: Path
+        ) -> Iterator[Env]:
+    e = new_env(workdir, runner, pg.url(user="bombom_deliver"))
     yield e
-    shutil.rmtree(base, ignore_errors=True)
+    shutil.rmtree(e.base, ignore_errors=True)
 
 
 def corpus_files() -> list[Path]:

@@ -1,0 +1,95 @@
+"""Fuzzing the whole delivery (parse + store against the real database) and resource bombs.
+
+Bounded in CI; `make fuzz` runs many more examples (FUZZ_EXAMPLES).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bombom_pipe import config
+from bombom_pipe.deadline import Deadline
+from bombom_pipe.deliver import Envelope, deliver_saved
+from bombom_pipe.log import Log
+from bombom_pipe.spool import save_bytes
+
+from .bombs import BOMBS
+from .conftest import ALICE, EXAMPLES, Env, corpus_files
+
+EXAMPLES_N = int(os.environ.get("FUZZ_EXAMPLES", "150"))
+SEEDS = [p.read_bytes() for p in sorted(EXAMPLES.glob("*.eml"))] + [
+    p.read_bytes() for p in corpus_files()[::25]]
+
+
+def mutate(raw: bytes, rnd: random.Random) -> bytes:
+    data = bytearray(raw)
+    for _ in range(rnd.randint(1, 8)):
+        op = rnd.randrange(6)
+        i = rnd.randrange(len(data) + 1)
+        if op == 0 and data:
+            data[min(i, len(data) - 1)] = rnd.randrange(256)
+        elif op == 1:
+            data[i:i] = b"\x00" * rnd.randint(1, 4)
+        elif op == 2:
+            del data[i:]
+        elif op == 3:
+            end = data.find(b"\n\n") if b"\n\n" in data else len(data) // 2
+            data[i:i] = data[: max(end, 0)]  # duplicate the header block somewhere
+        elif op == 4:
+            data[i:i] = rnd.choice([b"=?ks_c_5601-1987?B?tsY=?=", b"\xed\xa0\x80", b"\r",
+                                    b"Content-Type: multipart/mixed; boundary=\r\n", b"name*"])
+        else:
+            data[i:i] = bytes(rnd.randrange(256) for _ in range(rnd.randint(1, 32)))
+    return bytes(data)
+
+
+messages = st.one_of(
+    st.binary(max_size=2000),
+    st.builds(mutate, st.sampled_from(SEEDS), st.randoms(use_true_random=False)),
+)
+
+
+@pytest.fixture
+def inprocess(env: Env) -> config.Settings:
+    return config.load(env.config)
+
+
+@settings(max_examples=EXAMPLES_N, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(raw=messages)
+def test_delivery_never_raises_and_keeps_text_clean(raw: bytes, inprocess: config.Settings,
+                                                    db: psycopg.Connection) -> None:
+    saved = save_bytes(inprocess.spool_dir, "raw", raw, ".eml")
+    result = deliver_saved(inprocess, saved, Envelope(recipient=ALICE), Deadline(30),
+                           Log(inprocess.log))
+    assert result.outcome.value in {"stored", "duplicate", "quarantined"}, result
+    assert not result.detail.startswith("database refused"), result.detail  # NUL, surrogates
+    assert not result.detail.startswith("parser error"), result.detail
+
+
+def test_random_messages_through_the_process_exit_0_67_or_75(env: Env,
+                                                             db: psycopg.Connection) -> None:
+    rnd = random.Random(20261129)
+    for i in range(30):
+        raw = mutate(rnd.choice(SEEDS), rnd)
+        r = env.deliver(raw, recipient=rnd.choice([ALICE, "ghost@bombom.news", None]))
+        assert r.returncode in (0, 67, 75), (i, r)
+        assert r.stdout.count(b"\n") == 1
+
+
+@pytest.mark.parametrize("name", sorted(BOMBS))
+def test_resource_bomb_is_stored_or_quarantined(name: str, env: Env, db: psycopg.Connection
+                                                ) -> None:
+    raw = BOMBS[name]()
+    env.extra_env = {"BOMBOM_DEADLINE_SECONDS": "120"}
+    r = env.deliver(raw, timeout=180)
+    assert r.returncode == 0, r
+    outcome = db.execute("SELECT outcome, detail FROM deliveries").fetchone()
+    assert outcome[0] in ("stored", "quarantined"), outcome
+    print(f"\n{name}: {len(raw)} bytes -> {outcome[0]} {outcome[1]}")
