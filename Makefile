@@ -14,11 +14,11 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/bombom demo
 
 test: $(VENV)/.installed
-	$(VENV)/bin/ruff check bombom_pipe tests
+	$(VENV)/bin/ruff check bombom_pipe tests benchmarks
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check bombom_pipe tests
+	$(VENV)/bin/ruff check bombom_pipe tests benchmarks
 
 # Longer fuzzing of the whole delivery than CI's bounded run.
 FUZZ_EXAMPLES ?= 5000
@@ -26,7 +26,7 @@ fuzz: $(VENV)/.installed
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VENV)/bin/pytest tests/test_fuzz.py -k never_raises -q
 
 bench: $(VENV)/.installed
-	$(VENV)/bin/pytest benchmarks --benchmark-only
+	$(VENV)/bin/pytest benchmarks -s
 
 # Install what is missing from Debian's packages (needs root; skipped when all is there).
 deps:

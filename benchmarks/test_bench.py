@@ -1,0 +1,61 @@
+"""Measurements, not assertions: `make bench`. Numbers go to the issue notes, not to timed tests."""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import subprocess
+import time
+
+import psycopg
+
+from bombom_pipe.parse import ParseError, parse_message
+from tests.bombs import BOMBS
+from tests.conftest import EXAMPLES, Env, corpus_files
+
+
+def test_parse_typical_newsletter(benchmark) -> None:  # noqa: ANN001
+    raw = (EXAMPLES / "korean-weekly-cp949.eml").read_bytes()
+    benchmark(parse_message, raw)
+
+
+def test_parse_corpus_median_p95() -> None:
+    times = []
+    for path in corpus_files():
+        raw = path.read_bytes()
+        t0 = time.perf_counter()
+        with contextlib.suppress(ParseError):
+            parse_message(raw)
+        times.append(time.perf_counter() - t0)
+    if times:
+        q = statistics.quantiles(times, n=20)
+        print(f"\nparse over {len(times)} corpus files: median "
+              f"{statistics.median(times) * 1000:.2f} ms, p95 {q[18] * 1000:.2f} ms, "
+              f"max {max(times) * 1000:.1f} ms")
+
+
+def test_one_delivery_wall_time(env: Env, db: psycopg.Connection) -> None:
+    raw = (EXAMPLES / "english-digest.eml").read_bytes()
+    times = []
+    for i in range(20):
+        msg = raw.replace(b"<digest-", f"<bench{i}-".encode())
+        t0 = time.perf_counter()
+        assert env.deliver(msg).returncode == 0
+        times.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    for _ in range(20):
+        subprocess.run(["python3", "-c", "pass"], check=True)
+    base = (time.perf_counter() - t0) / 20
+    print(f"\none delivery (median of 20): {statistics.median(times) * 1000:.1f} ms; "
+          f"python3 -c pass: {base * 1000:.1f} ms")
+
+
+def test_peak_rss_per_bomb(env: Env, db: psycopg.Connection) -> None:
+    env.extra_env = {"BOMBOM_DEADLINE_SECONDS": "300"}
+    for name, make in sorted(BOMBS.items()):
+        raw = make()
+        argv = ["/usr/bin/time", "-f", "%M %e", *env.argv("--recipient", "alice@bombom.news")]
+        r = subprocess.run(argv, input=raw, capture_output=True, timeout=600)
+        rss_kb, secs = r.stderr.decode().strip().splitlines()[-1].split()
+        print(f"\n{name}: {len(raw) / 1e6:.1f} MB in, exit {r.returncode}, peak RSS "
+              f"{int(rss_kb) / 1024:.0f} MiB, {float(secs):.2f} s")
