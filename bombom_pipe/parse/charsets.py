@@ -32,7 +32,9 @@ _ALIASES: dict[str, str] = {
         "gb18030",
     ),
     **dict.fromkeys(("windows-874", "tis-620", "iso-8859-11", "dos-874"), "cp874"),
-    **dict.fromkeys(("shift_jis", "shift-jis", "sjis", "x-sjis", "windows-31j", "ms_kanji"), "cp932"),
+    **dict.fromkeys(
+        ("shift_jis", "shift-jis", "sjis", "x-sjis", "windows-31j", "ms_kanji"), "cp932"
+    ),
     **dict.fromkeys(("big5", "big5-hkscs", "x-x-big5", "cn-big5"), "big5hkscs"),
     # what browsers do: latin-1 and ascii labels are read as windows-1252
     **dict.fromkeys(
@@ -48,7 +50,7 @@ _UNKNOWN = frozenset({"unknown-8bit", "unknown", "x-unknown", "default", "x-user
 _REJECTED_CODECS = frozenset({"raw_unicode_escape", "unicode_escape", "idna", "punycode",
                               "undefined", "mbcs", "oem", "utf-7"})
 # when the primary codec fails strictly, a lenient sibling that still reads the bytes right
-_LENIENT = {"cp1252": "latin-1", "ascii": "cp1252"}
+_LENIENT = {"cp1252": "latin-1"}
 
 _META_RE = re.compile(
     rb"""<meta[^>]{0,300}?charset\s*=\s*["']?\s*([a-zA-Z0-9_.:\-]{2,40})""", re.IGNORECASE
@@ -128,7 +130,7 @@ def decode_bytes(data: bytes, label: str | None, *, html: bool = False) -> Decod
         if text is not None:
             return Decoded(text, declared, False)
         lenient = _LENIENT.get(declared)
-        if lenient and declared != "ascii" and (text := _strict(data, lenient)) is not None:
+        if lenient and (text := _strict(data, lenient)) is not None:
             return Decoded(text, lenient, False)
         replaced = data.decode(declared, "replace")
         if declared != "ascii" and replaced.count("\ufffd") <= max(2, len(data) // 2000):

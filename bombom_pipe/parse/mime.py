@@ -1,0 +1,298 @@
+"""MIME structure: split raw bytes into leaf parts with decoded transfer encoding.
+
+The structure comes from ``email.message_from_bytes(raw, policy=compat32)``, which does not
+raise on malformed structure (it records defects instead). The tree is walked iteratively with
+depth and part-count limits, so deep nesting or tens of thousands of parts stay bounded.
+"""
+
+from __future__ import annotations
+
+import binascii
+import re
+from dataclasses import dataclass, field
+from email.message import Message
+
+from .headers import Headers, angle_id, parse_params, to_bytes
+
+MAX_DEPTH = 40  # MIME nesting levels walked
+MAX_NODES = 2000  # parts examined; the rest are only counted
+
+_CTYPE = re.compile(r"^[a-z0-9!#$&^_.+\-]+/[a-z0-9!#$&^_.+\-]+$")
+_B64_JUNK = re.compile(rb"[^A-Za-z0-9+/]")
+_B64_SPACE = re.compile(rb"[\s]")
+
+
+@dataclass(slots=True)
+class Leaf:
+    """One non-multipart part with its transfer encoding undone."""
+
+    index: int
+    content_type: str
+    params: dict[str, str]
+    disposition: str | None  # "attachment", "inline" or None when absent
+    filename: str | None  # decoded, not yet sanitized
+    content_id: str | None
+    data: bytes
+    inside: int | None  # index of the enclosing message/rfc822 leaf, None at top level
+    fallbacks: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Tree:
+    """The message's top-level header fields and its leaves, in document order."""
+
+    headers: Headers
+    leaves: list[Leaf]
+    enclosing: dict[int, int | None]  # message/rfc822 leaf index -> its own enclosing index
+    fallbacks: list[str]
+    skipped: list[str]
+
+
+def load(raw: bytes) -> tuple[Message, list[str]]:
+    """Parse bytes into a compat32 Message; never raises for structural problems."""
+    from email.parser import BytesParser
+    from email.policy import compat32
+
+    fallbacks: list[str] = []
+    stripped = raw.lstrip(b"\r\n\t \xef\xbb\xbf")
+    if len(stripped) != len(raw):
+        fallbacks.append("message: leading blank lines or BOM before the header removed")
+    try:
+        return BytesParser(policy=compat32).parsebytes(stripped), fallbacks
+    except RecursionError:
+        fallbacks.append("mime: nesting too deep for the parser, body kept unparsed")
+    except Exception as exc:  # noqa: BLE001 - fall back to a header-only parse
+        fallbacks.append(f"mime: structure parse failed ({type(exc).__name__}), body unparsed")
+    return BytesParser(policy=compat32).parsebytes(stripped, headersonly=True), fallbacks
+
+
+_HEADER_LINE = re.compile(rb"^[!-9;-~]+:")
+_OBSOLETE_LINE = re.compile(rb"^([!-9;-~]+)[ \t]+:")
+_KNOWN_LINE = re.compile(
+    rb"^(from|to|cc|subject|date|message-id|received|return-path|sender|delivered-to|"
+    rb"x-original-to|mime-version|content-type|reply-to|dkim-signature)[ \t]*:",
+    re.IGNORECASE,
+)
+MAX_REPAIR_LINES = 2000
+
+
+def repair_header(raw: bytes) -> tuple[bytes, list[str]] | None:
+    """Rewrite a damaged header block so the stdlib parser reads it; None if nothing to do.
+
+    Handles UTF-16 files, junk lines before the first header, ``Name :`` obsolete syntax and
+    invalid lines inside the header block (dropped with their continuation lines).
+    """
+    notes: list[str] = []
+    original = raw
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff") or raw[1:200:2].count(0) > 50:
+        codec = "utf-16-be" if raw[:2] == b"\xfe\xff" or raw[0] == 0 else "utf-16-le"
+        text = raw.decode(codec, "replace").lstrip("\ufeff")
+        raw = text.encode("utf-8", "surrogatepass").replace(b"\x00", b"")
+        notes.append(f"message: whole file was {codec}, transcoded")
+    lines = raw.split(b"\n")
+    start = next(
+        (i for i, line in enumerate(lines[:MAX_REPAIR_LINES]) if _KNOWN_LINE.match(line)), None
+    )
+    if start is None:
+        return (raw, notes) if notes else None
+    if start:
+        notes.append(f"message: {start} junk lines before the header dropped")
+    out: list[bytes] = []
+    keep = True
+    dropped = 0
+    end = len(lines)
+    for i in range(start, min(len(lines), start + MAX_REPAIR_LINES)):
+        line = lines[i]
+        if not line.rstrip(b"\r"):
+            end = i
+            break
+        if line[:1] in (b" ", b"\t"):
+            if keep:
+                out.append(line)
+            continue
+        if _HEADER_LINE.match(line):
+            keep = True
+            out.append(line)
+        elif match := _OBSOLETE_LINE.match(line):
+            keep = True
+            out.append(match.group(1) + b":" + line[match.end() :])
+        else:
+            keep = False
+            dropped += 1
+    else:
+        end = min(len(lines), start + MAX_REPAIR_LINES)
+    if dropped:
+        notes.append(f"message: {dropped} invalid header lines dropped")
+    if not notes and len(out) == end - start:
+        notes.append("message: obsolete header syntax normalized")
+    repaired = b"\n".join(out + lines[end:])
+    return (repaired, notes) if repaired != original else None
+
+
+def walk(msg: Message, hint: str | None) -> Tree:
+    """Flatten the part tree into leaves (bounded), decoding each transfer encoding."""
+    headers = Headers.of(msg)
+    tree = Tree(headers, [], {}, [], [])
+    stack: list[tuple[Message, Headers, int, int | None]] = [(msg, headers, 0, None)]
+    examined = 0
+    while stack:
+        part, part_headers, depth, inside = stack.pop()
+        examined += 1
+        if examined > MAX_NODES:
+            _count_rest(tree, stack)
+            break
+        if depth > MAX_DEPTH:
+            tree.skipped.append(f"part at depth {depth}: over the {MAX_DEPTH}-level MIME nesting")
+            continue
+        ctype, params = _content_type(part, part_headers, hint)
+        payload = part.get_payload()
+        if isinstance(payload, list) and ctype.startswith("multipart/"):
+            children = [p for p in payload if isinstance(p, Message)]
+            stack.extend(
+                (child, Headers.of(child), depth + 1, inside) for child in reversed(children)
+            )
+            continue
+        leaf = _leaf(len(tree.leaves), part, part_headers, ctype, params, inside, hint)
+        tree.leaves.append(leaf)
+        if isinstance(payload, list) and ctype in ("message/rfc822", "message/global"):
+            tree.enclosing[leaf.index] = inside
+            children = [p for p in payload if isinstance(p, Message)]
+            stack.extend(
+                (child, Headers.of(child), depth + 1, leaf.index) for child in reversed(children)
+            )
+    return tree
+
+
+def _count_rest(tree: Tree, stack: list[tuple[Message, Headers, int, int | None]]) -> None:
+    rest = 1
+    while stack:
+        part = stack.pop()[0]
+        payload = part.get_payload()
+        if isinstance(payload, list):
+            stack.extend((p, Headers({}), 0, None) for p in payload if isinstance(p, Message))
+        else:
+            rest += 1
+    tree.skipped.append(f"{rest} more parts: over the {MAX_NODES}-part limit, not examined")
+
+
+def _content_type(part: Message, headers: Headers, hint: str | None) -> tuple[str, dict]:
+    value = headers.first("content-type")
+    if value is None:
+        return part.get_default_type(), {}
+    main, params = parse_params(value, hint)
+    ctype = re.sub(r"\s+", "", main).lower()
+    if not _CTYPE.match(ctype):
+        fallback = "application/octet-stream" if ("name" in params) else "text/plain"
+        return fallback, params
+    payload = part.get_payload()
+    if ctype.startswith("multipart/") and not isinstance(payload, list):
+        return "text/plain", params
+    return ctype, params
+
+
+def _leaf(
+    index: int,
+    part: Message,
+    headers: Headers,
+    ctype: str,
+    params: dict[str, str],
+    inside: int | None,
+    hint: str | None,
+) -> Leaf:
+    fallbacks: list[str] = []
+    raw_ctype = headers.first("content-type")
+    if raw_ctype is not None and ctype in ("text/plain", "application/octet-stream"):
+        declared = re.sub(r"\s+", "", parse_params(raw_ctype, hint)[0]).lower()
+        if declared != ctype:
+            fallbacks.append(
+                f"part {index}: invalid Content-Type {declared[:60]!r}, read as {ctype}"
+            )
+    disposition = None
+    dparams: dict[str, str] = {}
+    if (dvalue := headers.first("content-disposition")) is not None:
+        dmain, dparams = parse_params(dvalue, hint)
+        dmain = dmain.strip().lower()
+        disposition = dmain if dmain in ("attachment", "inline") else "attachment"
+    filename = dparams.get("filename") or params.get("name") or None
+    data = _payload_bytes(part, headers, ctype, index, fallbacks)
+    return Leaf(
+        index=index,
+        content_type=ctype,
+        params=params,
+        disposition=disposition,
+        filename=filename,
+        content_id=angle_id(headers.first("content-id")),
+        data=data,
+        inside=inside,
+        fallbacks=fallbacks,
+    )
+
+
+def _payload_bytes(
+    part: Message, headers: Headers, ctype: str, index: int, fallbacks: list[str]
+) -> bytes:
+    payload = part.get_payload()
+    if isinstance(payload, list):
+        return _flatten(payload, index, fallbacks)
+    if not isinstance(payload, str):
+        return b""
+    data = to_bytes(payload)
+    cte = (headers.first("content-transfer-encoding") or "").strip().lower().split(";")[0]
+    cte = cte.strip().strip('"')
+    if cte == "base64":
+        return _base64(data, index, fallbacks)
+    if cte == "quoted-printable":
+        return binascii.a2b_qp(data)
+    if cte in ("x-uuencode", "uuencode", "x-uue", "uue"):
+        return _uudecode(data, index, fallbacks)
+    if cte not in ("", "7bit", "8bit", "binary"):
+        fallbacks.append(f"part {index}: unknown transfer encoding {cte[:40]!r}, kept as is")
+    return data
+
+
+def _base64(data: bytes, index: int, fallbacks: list[str]) -> bytes:
+    compact = _B64_SPACE.sub(b"", data)
+    clean = _B64_JUNK.sub(b"", compact.rstrip(b"="))
+    if len(clean) % 4 == 1:
+        clean = clean[:-1]
+    padded = clean + b"=" * (-len(clean) % 4)
+    if padded != compact:
+        fallbacks.append(f"part {index}: malformed base64 repaired")
+    try:
+        return binascii.a2b_base64(padded)
+    except (binascii.Error, ValueError):
+        fallbacks.append(f"part {index}: undecodable base64 kept as is")
+        return data
+
+
+def _uudecode(data: bytes, index: int, fallbacks: list[str]) -> bytes:
+    out = bytearray()
+    started = False
+    for line in data.splitlines():
+        if not started:
+            started = line.startswith(b"begin ")
+            continue
+        if line.strip() in (b"end", b"`"):
+            break
+        try:
+            out += binascii.a2b_uu(line)
+        except (binascii.Error, ValueError):
+            fallbacks.append(f"part {index}: damaged uuencode line skipped")
+    return bytes(out) if started else data
+
+
+def _flatten(messages: list, index: int, fallbacks: list[str]) -> bytes:
+    """Bytes of an embedded message (message/rfc822 and friends), regenerated."""
+    from email.generator import BytesGenerator
+    from io import BytesIO
+
+    out = BytesIO()
+    for sub in messages:
+        if not isinstance(sub, Message):
+            continue
+        try:
+            BytesGenerator(out, mangle_from_=False, maxheaderlen=0).flatten(sub)
+        except Exception as exc:  # noqa: BLE001 - regeneration is best effort
+            name = type(exc).__name__
+            fallbacks.append(f"part {index}: embedded message not regenerated ({name})")
+    return out.getvalue()
