@@ -25,7 +25,7 @@ _BLOCK = frozenset({"p", "div", "br", "tr", "td", "th", "li", "ul", "ol", "h1", 
                     "caption", "body", "html"})
 _HIDDEN_STYLE = re.compile(
     r"display:none|visibility:hidden|mso-hide:all|max-height:0(?![.\d]*[1-9])"
-    r"|opacity:0(?:\.0+)?(?![.\d])|font-size:0(?![.\d]*[1-9])(?:px|pt|em)?(?![\d.])"
+    r"|opacity:0(?:\.0+)?(?![.\d])"
     r"|(?:^|;)(?:max-)?height:0(?:px)?(?:;|$).*overflow:hidden"
     r"|overflow:hidden.*(?:^|;)(?:max-)?height:0(?:px)?(?:;|$)"
 )
@@ -106,6 +106,7 @@ class HtmlDoc:
     """What the app and the heuristics need from one HTML body."""
 
     soup: Any
+    source: str = ""
     blocks: list[str] = field(default_factory=list)
     hidden: list[tuple[int, str]] = field(default_factory=list)  # (position, text) near the top
     links: list[Link] = field(default_factory=list)
@@ -124,7 +125,7 @@ def load(html: str) -> HtmlDoc:
 
     truncated = len(html) > MAX_HTML_CHARS
     soup = BeautifulSoup(html[:MAX_HTML_CHARS], "html.parser")
-    doc = HtmlDoc(soup=soup, truncated=truncated)
+    doc = HtmlDoc(soup=soup, source=html, truncated=truncated)
     _walk(doc)
     doc.og_image = _meta_image(soup)
     return doc
