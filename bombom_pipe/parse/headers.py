@@ -115,9 +115,18 @@ def decode_words(value: str, hint: str | None = None) -> tuple[str, bool]:
     out: list[str] = []
     for charset, data in pieces:
         text, replaced = decode_fragment(data, charset, hint)
-        fallback = fallback or replaced or (charset is None and not data.isascii())
+        raw_legacy = charset is None and not data.isascii() and not _is_utf8(data)
+        fallback = fallback or replaced or raw_legacy
         out.append(text)
     return "".join(out), fallback
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def parse_params(value: str, hint: str | None = None) -> tuple[str, dict[str, str]]:

@@ -231,7 +231,8 @@ def _leaf(
 def _payload_bytes(
     part: Message, headers: Headers, ctype: str, index: int, fallbacks: list[str]
 ) -> bytes:
-    payload = part.get_payload()
+    # the stored payload: get_payload() would already decode 8-bit text with replacement
+    payload = getattr(part, "_payload", None)
     if isinstance(payload, list):
         return _flatten(payload, index, fallbacks)
     if not isinstance(payload, str):
