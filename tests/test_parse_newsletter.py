@@ -36,7 +36,8 @@ STIBEE = f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>봄봄</tit
  style="font-size:12px;color:#999999">이 메일이 잘 안보이시나요?
  <a href="https://stib.ee/web/123" target="_blank">웹에서 보기</a></td></tr></table>
 <table width="600" align="center" style="background-color:#ffffff;position:fixed">
-<tr><td><img src="https://img.stibee.example/logo.png" alt="봄봄 로고" width="120" height="40"></td></tr>
+<tr><td><img src="https://img.stibee.example/logo.png" alt="봄봄 로고" width="120"
+ height="40"></td></tr>
 <tr><td><a href="https://bombom.example/a/1"><img src="https://img.stibee.example/123/cover.jpg"
  width="600" height="300" alt="표지"></a></td></tr>
 <tr><td style="padding:20px;font-family:sans-serif" onclick="steal()">
@@ -116,7 +117,8 @@ def test_unsubscribe_keyword_before_link() -> None:
 @pytest.mark.parametrize("word", ["unsubscribe", "Unsubscribe here", "구독 취소", "구독해지",
                                   "수신 거부"])
 def test_unsubscribe_anchor_text(word: str) -> None:
-    html = f"<p>news</p><a href='https://x.example/other'>more</a><a href='mailto:u@x.example'>{word}</a>"
+    html = ("<p>news</p><a href='https://x.example/other'>more</a>"
+            f"<a href='mailto:u@x.example'>{word}</a>")
     m = parse_message(html_mail(html))
     assert m.unsubscribe == Unsubscribe(mailto="mailto:u@x.example", source="body")
 
