@@ -33,7 +33,8 @@ UNUSABLE = {"unstructured-io/empty.eml", "jhillyerd-enmime/erroneous.raw.eml"}
 # (file, subject, from, preview, unsubscribe http, unsubscribe mailto, one-click, source)
 GOLDEN = [
     ("mikel-mail/raw_email.eml", "NOTE: 한국말로 하는 것", "jamis@37signals.com",
-     "대부분의 마찬가지로, 우리는 하나님을 믿습니다. 제 이름은 Jamis입니다.", None, None, False, None),
+     "대부분의 마찬가지로, 우리는 하나님을 믿습니다. 제 이름은 Jamis입니다.",
+     None, None, False, None),
     ("mnako-letters/test_korean_plaintext_euc-kr_over_quoted-printable.txt.eml",
      "📧 Test 한국어 팬그램", "alice.bonaeneunsalam@example.com",
      "키스의 고유조건은 입술끼리 만나야 하고 특별한 기술은 필요치 않다.", None, None, False, None),

@@ -118,20 +118,23 @@ def _safe_style(style: Any) -> str:
 
 
 def _flatten_deep(soup: Any) -> bool:
-    from bs4 import Tag
+    """Replace the content of elements at MAX_DEPTH by their text (markup below is dropped)."""
+    from bs4 import NavigableString, Tag
 
-    deep: list[Any] = []
+    boundary: list[Any] = []
     stack: list[tuple[Any, int]] = [(soup, 0)]
     while stack:
         node, depth = stack.pop()
-        for child in node.contents:
-            if isinstance(child, Tag):
-                if depth + 1 > MAX_DEPTH:
-                    deep.append(child)
-                stack.append((child, depth + 1))
-    for tag in reversed(deep):
-        tag.unwrap()
-    return bool(deep)
+        if depth == MAX_DEPTH:
+            if any(isinstance(child, Tag) for child in node.contents):
+                boundary.append(node)
+            continue
+        stack.extend((child, depth + 1) for child in node.contents if isinstance(child, Tag))
+    for tag in boundary:
+        text = tag.get_text()
+        tag.clear()
+        tag.append(NavigableString(text))
+    return bool(boundary)
 
 
 def _clean(html: str) -> str:
