@@ -88,6 +88,8 @@ class Env:
         runner = self.runner
         if self.extra_env:
             i = runner.index("env") + 1
+            while "=" in runner[i]:  # after the runner's own assignments, so ours win
+                i += 1
             runner = [*runner[:i], *(f"{k}={v}" for k, v in self.extra_env.items()),
                       *runner[i:]]
         return [*runner, *(["--config", str(self.config)] if config else []), *args]
