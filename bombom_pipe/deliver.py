@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 
 from . import config, spool
 from .deadline import Deadline, DeadlineExceeded
-from .log import Log
+from .log import Log, dsn_password
 from .outcomes import Outcome, status_line
 from .store import Delivery, Result
 
@@ -135,7 +135,7 @@ def run(argv: list[str]) -> tuple[Outcome, str]:
     except config.ConfigError as e:
         Log("syslog").error(f"configuration: {e}")
         return Outcome.TEMPFAIL, f"configuration: {e}"
-    log = Log(settings.log)
+    log = Log(settings.log, secrets=(dsn_password(settings.database_url),))
     if os.geteuid() == 0:
         log.error("refusing to run as root")
         return Outcome.TEMPFAIL, "refusing to run as root; set user= in master.cf"

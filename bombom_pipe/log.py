@@ -13,10 +13,28 @@ import time
 IDENT = "bombom-deliver"
 
 
+def dsn_password(dsn: str) -> str | None:
+    """The password inside a database URL or key=value DSN, so that logs can mask it."""
+    import re
+    from urllib.parse import unquote, urlsplit
+
+    if "://" in dsn:
+        try:
+            password = urlsplit(dsn).password
+        except ValueError:
+            password = None
+        if password:
+            return unquote(password)
+    m = re.search(r"password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", dsn)
+    return m[1].strip("'") if m else None
+
+
 class Log:
-    def __init__(self, target: str = "syslog", ident: str = IDENT) -> None:
+    def __init__(self, target: str = "syslog", ident: str = IDENT,
+                 secrets: tuple[str | None, ...] = ()) -> None:
         self.target = target
         self.ident = ident
+        self.secrets = tuple(s for s in secrets if s)
         if target == "syslog":
             import syslog
 
@@ -24,6 +42,8 @@ class Log:
 
     def write(self, level: str, line: str) -> None:
         line = line.replace("\x00", "\\0")
+        for secret in self.secrets:
+            line = line.replace(secret, "***")
         try:
             if self.target == "syslog":
                 import syslog

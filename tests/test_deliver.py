@@ -160,9 +160,15 @@ def test_database_down_is_75(env: Env, db: psycopg.Connection, workdir: Path) ->
     assert raw_path(env.spool, hashlib.sha256(DIGEST).hexdigest()).read_bytes() == DIGEST
 
 
-def test_bad_dsn_is_75_and_the_password_is_not_shown(env: Env, db: psycopg.Connection) -> None:
-    env.extra_env = {"BOMBOM_DATABASE_URL": "postgresql://u:s3cr3t@/x?sslmode=bogus",
-                     "BOMBOM_DEADLINE_SECONDS": "3"}
+@pytest.mark.parametrize("dsn", [
+    "postgresql://u:s3cr3t@/x?sslmode=bogus",
+    "host=/nonexistent user=u password=s3cr3t bogus",
+    "postgresql://u:s3cr3t@bad host/x",
+    "postgresql://bombom_deliver:s3cr3t@/nodb?host=/nonexistent",
+])
+def test_bad_dsn_is_75_and_the_password_is_not_shown(env: Env, db: psycopg.Connection,
+                                                     dsn: str) -> None:
+    env.extra_env = {"BOMBOM_DATABASE_URL": dsn, "BOMBOM_DEADLINE_SECONDS": "2"}
     r = env.deliver(DIGEST)
     assert r.returncode == 75, r
     assert line(r).startswith("4.3.0 ")
