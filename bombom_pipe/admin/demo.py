@@ -82,12 +82,12 @@ def _show(url: str) -> None:
         click.echo("\narticles:")
         for row in conn.execute(
             """SELECT a.id, m.address, coalesce(a.from_name, ''), a.from_address, a.subject,
-                      a.sent_at, left(regexp_replace(coalesce(a.text_content, ''), '\\s+', ' ',
-                      'g'), 60)
+                      a.sent_at, a.preview, a.unsubscribe_http, a.reading_minutes
                FROM articles a JOIN members m ON m.id = a.member_id ORDER BY a.id"""):
-            aid, member, name, addr, subject, sent, text = row
+            aid, member, name, addr, subject, sent, preview, unsub, minutes = row
             click.echo(f"  #{aid} {member} <- {name} <{addr}>\n      subject: {subject}\n"
-                       f"      sent: {sent}  text: {text}")
+                       f"      sent: {sent}  reading: {minutes} min\n"
+                       f"      preview: {preview}\n      unsubscribe: {unsub}")
         click.echo("deliveries:")
         for outcome, n in conn.execute(
                 "SELECT outcome, count(*) FROM deliveries GROUP BY 1 ORDER BY 1"):
