@@ -43,11 +43,12 @@ def test_one_delivery_wall_time(env: Env, db: psycopg.Connection) -> None:
         assert env.deliver(msg).returncode == 0
         times.append(time.perf_counter() - t0)
     t0 = time.perf_counter()
+    python = next(a for a in env.argv() if "python" in a.rsplit("/", 1)[-1])
     for _ in range(20):
-        subprocess.run(["python3", "-c", "pass"], check=True)
+        subprocess.run([python, "-c", "pass"], check=True)
     base = (time.perf_counter() - t0) / 20
     print(f"\none delivery (median of 20): {statistics.median(times) * 1000:.1f} ms; "
-          f"python3 -c pass: {base * 1000:.1f} ms")
+          f"{python} -c pass: {base * 1000:.1f} ms")
 
 
 def test_peak_rss_per_bomb(env: Env, db: psycopg.Connection) -> None:
