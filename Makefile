@@ -46,3 +46,35 @@ $(VENV)/.installed: pyproject.toml | deps
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .ruff_cache
+
+# -- Postfix in front (as root): docs/postfix.md --------------------------------------------------
+# make install   venv in $(PREFIX)/venv, user $(PIPE_USER), spool, $(CONFIG_FILE), Postfix settings
+# make db        the database, its schema and the two roles (as the local postgres superuser)
+# make uninstall put back the Postfix settings install changed
+# Passwords: BOMBOM_DELIVERY_PASSWORD and BOMBOM_LOOKUP_PASSWORD in the environment, never here.
+DOMAINS      ?= bombom.news
+PREFIX       ?= /opt/bombom
+CONFIG_FILE  ?= /etc/bombom/bombom.conf
+SPOOL_DIR    ?= /var/spool/bombom
+PIPE_USER    ?= bombom
+DATABASE     ?= bombom
+DELIVERY_DSN ?= postgresql://bombom_deliver@127.0.0.1:5432/$(DATABASE)
+LOOKUP_DSN   ?= postgresql://bombom_lookup@127.0.0.1:5432/$(DATABASE)
+DEADLINE     ?= 60
+MAXPROC      ?= 8
+LOG          ?=
+INSTALL_ENV = DOMAINS='$(DOMAINS)' PREFIX='$(PREFIX)' CONFIG_FILE='$(CONFIG_FILE)' \
+	SPOOL_DIR='$(SPOOL_DIR)' PIPE_USER='$(PIPE_USER)' DATABASE='$(DATABASE)' \
+	DELIVERY_DSN='$(DELIVERY_DSN)' LOOKUP_DSN='$(LOOKUP_DSN)' DEADLINE='$(DEADLINE)' \
+	MAXPROC='$(MAXPROC)' LOG='$(LOG)' PYTHON='$(PYTHON)'
+
+.PHONY: install uninstall db
+
+install:
+	$(INSTALL_ENV) postfix-config/install.sh install
+
+uninstall:
+	$(INSTALL_ENV) postfix-config/install.sh uninstall
+
+db:
+	$(INSTALL_ENV) postfix-config/install.sh init-db
