@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import smtplib
 import socket
 import subprocess
 import time
@@ -135,19 +136,21 @@ class Postfix:
         self.run("postfix", "stop", check=False)
 
     def _listening(self) -> bool:
+        """A whole SMTP greeting works (a bare connect can hit an smtpd a reload is retiring)."""
         try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-            return True
-        except OSError:
+            with smtplib.SMTP("127.0.0.1", self.port, timeout=5) as s:
+                return s.noop()[0] == 250
+        except (OSError, smtplib.SMTPException):
             return False
 
     def reload_count(self) -> int:
         return self.log().count(" reload -- ")
 
     def wait_reloaded(self, before: int) -> None:
-        """`postfix reload` is asynchronous: wait until master logs that it reloaded."""
+        """`postfix reload` is asynchronous: wait until master logs that it reloaded, and then
+        for two SMTP sessions in a row to work (smtpd processes of the old settings retire)."""
         wait_for("postfix reload", lambda: self.reload_count() > before)
-        wait_for("smtpd to listen", self._listening)
+        wait_for("smtpd to answer", lambda: self._listening() and self._listening())
 
     # -- queue and log ---------------------------------------------------------------------------
     def log(self) -> str:
