@@ -1,5 +1,7 @@
 """One line per delivery, to syslog (facility mail, beside Postfix's lines), stderr or a file.
 
+With syslog, a manual run at a terminal also sees the lines on stderr.
+
 Under Postfix, stdout and stderr are captured into Postfix's own log and bounce texts, so they get
 only the one status line; everything else, tracebacks included, goes here.
 """
@@ -35,10 +37,13 @@ class Log:
         self.target = target
         self.ident = ident
         self.secrets = tuple(s for s in secrets if s)
+        self.echo = False
         if target == "syslog":
             import syslog
 
             syslog.openlog(ident, syslog.LOG_PID, syslog.LOG_MAIL)
+            # a person at a terminal sees the lines too (under Postfix stderr is never a tty)
+            self.echo = sys.stderr.isatty()
 
     def write(self, level: str, line: str) -> None:
         line = line.replace("\x00", "\\0")
@@ -51,10 +56,11 @@ class Log:
                 prio = syslog.LOG_ERR if level == "error" else syslog.LOG_INFO
                 for part in line.splitlines() or [""]:
                     syslog.syslog(prio, part)
-                return
+                if not self.echo:
+                    return
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
             text = f"{stamp} {self.ident}[{os.getpid()}]: {level}: {line}\n"
-            if self.target == "stderr":
+            if self.target in ("stderr", "syslog"):
                 sys.stderr.write(text)
                 sys.stderr.flush()
             else:
