@@ -67,10 +67,7 @@ def _parse(raw: bytes, minimal: str | None = None) -> ParsedMessage:
     if minimal is None:
         msg, notes = mime.load(raw)
     else:
-        from email.parser import BytesParser
-        from email.policy import compat32
-
-        msg = BytesParser(policy=compat32).parsebytes(raw.lstrip(), headersonly=True)
+        msg = mime.parse_bytes(raw.lstrip(), headersonly=True)
         notes = [f"message: full parse failed ({minimal}), headers only"]
     run.fallbacks.extend(notes)
     headers = Headers.of(msg)
