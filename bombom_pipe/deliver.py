@@ -19,12 +19,16 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from . import config, spool
 from .deadline import Deadline, DeadlineExceeded
 from .log import Log, dsn_password
 from .outcomes import Outcome, status_line
 from .store import Delivery, Result
+
+if TYPE_CHECKING:
+    from .parse import ParsedMessage
 
 RETRY_FIRST_WAIT = 0.2
 RETRY_MAX_WAIT = 5.0
@@ -55,16 +59,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _recipient_from_headers(msg: object) -> tuple[str | None, str]:
-    for source in ("x_original_to", "delivered_to"):
-        value = getattr(msg, source, None)
+def _recipient_from_headers(msg: ParsedMessage | None) -> tuple[str | None, str]:
+    """For manual runs only: X-Original-To, Delivered-To, then the first To address."""
+    if msg is None:
+        return None, "none"
+    for value, source in ((msg.x_original_to, "x-original-to"),
+                          (msg.delivered_to, "delivered-to"),
+                          (msg.to_addresses[0] if msg.to_addresses else None, "to")):
         if value:
-            return value, source.replace("_", "-")
-    to = getattr(msg, "to_addresses", ())
-    return (to[0], "to") if to else (None, "none")
+            return value, source
+    return None, "none"
 
 
-def _parse(raw: bytes, log: Log) -> tuple[object | None, str | None]:
+def _parse(raw: bytes, log: Log) -> tuple[ParsedMessage | None, str | None]:
     """(ParsedMessage, None) or (None, why it is quarantined)."""
     from .parse import ParseError, parse_message
 
@@ -78,7 +85,7 @@ def _parse(raw: bytes, log: Log) -> tuple[object | None, str | None]:
 
 
 def _store_with_retries(settings: config.Settings, deadline: Deadline, d: Delivery,
-                        msg: object | None, reason: str | None, log: Log) -> Result:
+                        msg: ParsedMessage | None, reason: str | None, log: Log) -> Result:
     """Run `store.deliver`, retrying transient failures with backoff until the deadline."""
     from . import store
 
@@ -86,7 +93,7 @@ def _store_with_retries(settings: config.Settings, deadline: Deadline, d: Delive
         deadline.check()
         with store.connect(settings.database_url, deadline.remaining()) as conn:
             try:
-                return store.deliver(conn, d, msg, reason)  # type: ignore[arg-type]
+                return store.deliver(conn, d, msg, reason)
             except Exception as e:
                 if not store.is_data_error(e):
                     raise
@@ -160,7 +167,8 @@ def deliver_saved(settings: config.Settings, saved: spool.Saved, envelope: Envel
     """Steps 4 and 5 for a message already in the spool; `bombom replay` comes in here too."""
     t0 = time.monotonic()
     started = started or datetime.now(UTC)
-    msg = d = None
+    msg: ParsedMessage | None = None
+    d: Delivery | None = None
     source = "envelope"
     try:
         msg, reason = _parse(saved.path.read_bytes(), log)
@@ -170,7 +178,7 @@ def deliver_saved(settings: config.Settings, saved: spool.Saved, envelope: Envel
         if not recipient:
             result = Result(Outcome.NOUSER, "no recipient given and none in the headers")
         else:
-            for a in getattr(msg, "attachments", ()):
+            for a in msg.attachments if msg else ():
                 spool.save_bytes(settings.spool_dir, "att", a.data)
             d = Delivery(recipient=recipient, raw_sha256=saved.sha256,
                          raw_path=str(saved.path), started_at=started,
@@ -189,7 +197,7 @@ def deliver_saved(settings: config.Settings, saved: spool.Saved, envelope: Envel
         f" recipient={d.recipient if d else '-'}"
         f"{'' if source == 'envelope' else f' (from {source} header)'}"
         f" orig_to={envelope.original_recipient or '-'}"
-        f" message_id=<{getattr(msg, 'message_id', None) or ''}> sha256={saved.sha256}"
+        f" message_id=<{(msg.message_id if msg else None) or ''}> sha256={saved.sha256}"
         f" ms={int((time.monotonic() - t0) * 1000)} {result.detail}"
     )
     return result

@@ -59,7 +59,7 @@ def parse_bytes(data: bytes, headersonly: bool = False) -> Message:
 
     parser = BytesFeedParser(policy=compat32)
     if headersonly:
-        parser._set_headersonly()
+        parser._set_headersonly()  # type: ignore[attr-defined] - what parsebytes does
     view = memoryview(data)
     for start in range(0, len(data), FEED_CHUNK):
         parser.feed(bytes(view[start:start + FEED_CHUNK]))
