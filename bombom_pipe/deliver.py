@@ -192,6 +192,8 @@ def deliver_saved(settings: config.Settings, saved: spool.Saved, envelope: Envel
     except Exception as e:
         log.exception(f"{envelope.queue_id or '-'}: delivery failed")
         result = Result(Outcome.TEMPFAIL, _describe(e))
+    if result.outcome is Outcome.TEMPFAIL and d is not None:
+        _audit_tempfail(settings, d, result, log)
     log.info(
         f"{envelope.queue_id or '-'}: outcome={result.outcome.value}"
         f" recipient={d.recipient if d else '-'}"
@@ -201,6 +203,18 @@ def deliver_saved(settings: config.Settings, saved: spool.Saved, envelope: Envel
         f" ms={int((time.monotonic() - t0) * 1000)} {result.detail}"
     )
     return result
+
+
+def _audit_tempfail(settings: config.Settings, d: Delivery, result: Result, log: Log) -> None:
+    """Best effort, bounded by a 2 s connect and 1 s statement timeout (inside the watchdog's
+    grace): a `tempfail` row for `bombom stats`. Never changes the outcome."""
+    from . import store
+
+    try:
+        with store.connect(settings.database_url, 1.0) as conn:
+            store.record_only(conn, d, result)
+    except Exception as e:  # noqa: BLE001 - the database may well be why we failed
+        log.error(f"tempfail not recorded in deliveries ({type(e).__name__})")
 
 
 def _describe(e: BaseException) -> str:

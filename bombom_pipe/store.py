@@ -96,7 +96,7 @@ def connect(database_url: str, timeout: float) -> psycopg.Connection:
     ms = max(100, int(timeout * 1000))
     return psycopg.connect(
         database_url,
-        connect_timeout=max(1, int(timeout)),
+        connect_timeout=max(2, int(timeout)),  # libpq's minimum is 2 s
         options=f"-c statement_timeout={ms} -c lock_timeout={ms}",
         application_name="bombom-deliver",
     )

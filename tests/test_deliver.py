@@ -226,16 +226,19 @@ def test_deadline_while_a_lock_is_held_is_75_then_delivers_once(
         env: Env, db: psycopg.Connection, pg) -> None:  # noqa: ANN001
     env.extra_env = {"BOMBOM_DEADLINE_SECONDS": "3"}
     with psycopg.connect(pg.url()) as locker:
-        locker.execute("LOCK TABLE articles IN ACCESS EXCLUSIVE MODE")
+        # newsletters, not articles: deliveries references articles, so the audit row would wait
+        locker.execute("LOCK TABLE newsletters IN ACCESS EXCLUSIVE MODE")
         t0 = time.monotonic()
         r = env.deliver(DIGEST)
         took = time.monotonic() - t0
         assert r.returncode == 75, r
         assert line(r).startswith("4.3.0 ")
         assert took < 3 + 5  # own deadline plus the watchdog's grace, far below Postfix's limit
+        assert outcomes(db) == ["tempfail"]  # audited while the lock is still held
     assert env.deliver(DIGEST).returncode == 0
     assert env.deliver(DIGEST).returncode == 0
     assert count(db, "SELECT count(*) FROM articles") == 1
+    assert outcomes(db) == ["tempfail", "stored", "duplicate"]
 
 
 def test_refuses_to_run_as_root(env: Env, db: psycopg.Connection, runner: list[str]) -> None:
