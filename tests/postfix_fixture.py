@@ -146,10 +146,28 @@ class Postfix:
     def reload_count(self) -> int:
         return self.log().count(" reload -- ")
 
+    def smtpd_pids(self) -> set[int]:
+        """This instance's smtpd processes (their argv names our listener)."""
+        name = f"127.0.0.1:{self.port}".encode()
+        pids = set()
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argv[0].endswith(b"smtpd") and name in argv:
+                pids.add(int(proc.name))
+        return pids
+
     def wait_reloaded(self, before: int) -> None:
-        """`postfix reload` is asynchronous: wait until master logs that it reloaded, and then
-        for two SMTP sessions in a row to work (smtpd processes of the old settings retire)."""
+        """`postfix reload` is asynchronous: wait until master logs that it reloaded, then until
+        the smtpd processes of the old settings are gone (one of them could otherwise take the
+        next session with the old settings and maps), then for an SMTP session to work."""
         wait_for("postfix reload", lambda: self.reload_count() > before)
+        old = self.smtpd_pids()
+        end = time.monotonic() + 30
+        while old & self.smtpd_pids() and time.monotonic() < end:
+            time.sleep(0.1)
         wait_for("smtpd to answer", lambda: self._listening() and self._listening())
 
     # -- queue and log ---------------------------------------------------------------------------
