@@ -51,6 +51,21 @@ def give(path: Path, user: str) -> None:
             os.lchown(p, pw.pw_uid, pw.pw_gid)
 
 
+def delivery_files(base: Path, database_url: str, deadline: int = 20) -> Path:
+    """A spool, a log and a 0600 config file naming them, handed to the delivery user; returns
+    the config file. What `make install` lays out under /etc and /var, in one directory."""
+    spool, conf, log = base / "spool", base / "bombom.conf", base / "deliver.log"
+    spool.mkdir(exist_ok=True)
+    log.touch()
+    conf.write_text(f'database_url = "{database_url}"\nspool_dir = "{spool}"\n'
+                    f'deadline_seconds = {deadline}\nlog = "{log}"\n')
+    os.chmod(conf, 0o600)
+    os.chmod(base, 0o755)
+    for p in (spool, conf, log):  # not `base`: the demo keeps its PostgreSQL cluster there
+        give(p, DELIVER_USER)
+    return conf
+
+
 class LocalPostgres:
     """initdb + pg_ctl in `base`; superuser `postgres`, trust auth on a private unix socket."""
 

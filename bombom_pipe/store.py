@@ -166,13 +166,17 @@ def deliver(conn: psycopg.Connection, d: Delivery, msg: ParsedMessage | None,
     return result
 
 
-def _article(conn: psycopg.Connection, d: Delivery, msg: ParsedMessage, member_id: int) -> Result:
-    key = dedup_key(msg.message_id, d.raw_sha256)
-    existing = conn.execute(
+def _existing(conn: psycopg.Connection, member_id: int, key: str) -> Result | None:
+    row = conn.execute(
         "SELECT id FROM articles WHERE member_id = %s AND dedup_key = %s", (member_id, key)
     ).fetchone()
-    if existing:
-        return Result(Outcome.DUPLICATE, f"article {existing[0]}", existing[0])
+    return Result(Outcome.DUPLICATE, f"article {row[0]}", row[0]) if row else None
+
+
+def _article(conn: psycopg.Connection, d: Delivery, msg: ParsedMessage, member_id: int) -> Result:
+    key = dedup_key(msg.message_id, d.raw_sha256)
+    if existing := _existing(conn, member_id, key):  # a retry: no newsletter upsert either
+        return existing
     newsletter_id = _newsletter(conn, msg)
     u = msg.unsubscribe
     row = conn.execute(
@@ -195,11 +199,7 @@ def _article(conn: psycopg.Connection, d: Delivery, msg: ParsedMessage, member_i
          msg.replacement_chars, list(msg.fallbacks), list(msg.skipped_attachments)),
     ).fetchone()
     if row is None:  # a concurrent run of the same message committed first
-        other = conn.execute(
-            "SELECT id FROM articles WHERE member_id = %s AND dedup_key = %s", (member_id, key)
-        ).fetchone()
-        article_id = other[0] if other else None
-        return Result(Outcome.DUPLICATE, f"article {article_id}", article_id)
+        return _existing(conn, member_id, key) or Result(Outcome.DUPLICATE, "article None")
     with conn.cursor() as cur:
         cur.executemany(
             """INSERT INTO attachments (article_id, filename, content_type, disposition,

@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from bombom_pipe.sandbox import DELIVER_USER, LocalPostgres, deliver_argv, give
+from bombom_pipe.sandbox import DELIVER_USER, LocalPostgres, deliver_argv, delivery_files, give
 from bombom_pipe.schema import grant, upgrade
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
@@ -76,11 +76,16 @@ class Env:
     def log(self) -> Path:
         return self.base / "deliver.log"
 
+    @property
+    def src(self) -> str:
+        """Where the runner imports bombom_pipe from."""
+        return next((a.split("=", 1)[1] for a in self.runner if a.startswith("PYTHONPATH=")),
+                    str(Path(__file__).resolve().parents[1]))
+
     def write_config(self, text: str | None = None, mode: int = 0o600) -> None:
-        if text is None:
-            text = (f'database_url = "{self.database_url}"\nspool_dir = "{self.spool}"\n'
-                    f'deadline_seconds = 20\nlog = "{self.log}"\n')
-        self.config.write_text(text)
+        """Replace the config file's text (None: keep it) and set its mode."""
+        if text is not None:
+            self.config.write_text(text)
         os.chmod(self.config, mode)
         give(self.config, DELIVER_USER)
 
@@ -108,13 +113,8 @@ class Env:
 def new_env(workdir: Path, runner: list[str], database_url: str) -> Env:
     """A fresh spool, log and config file in `workdir`, handed to the delivery user."""
     base = Path(tempfile.mkdtemp(prefix="env-", dir=workdir))
-    os.chmod(base, 0o755)
-    (base / "spool").mkdir()
-    (base / "deliver.log").touch()
-    give(base, DELIVER_USER)
-    e = Env(base, runner, database_url)
-    e.write_config()
-    return e
+    delivery_files(base, database_url)
+    return Env(base, runner, database_url)
 
 
 def fresh_schema(url: str) -> None:

@@ -25,9 +25,8 @@ def bombom(env: Env, *args: str, owner_url: str, as_delivery_user: bool = False
     environ = {**os.environ, "BOMBOM_ADMIN_DATABASE_URL": owner_url, "BOMBOM_LOG": str(env.log)}
     argv = [sys.executable, "-m", "bombom_pipe.admin", "--config", str(env.config), *args]
     if as_delivery_user and os.geteuid() == 0:
-        src = next(a.split("=", 1)[1] for a in env.runner if a.startswith("PYTHONPATH="))
         python = next(a for a in env.runner if a.endswith("/bin/python"))
-        argv = [*env.runner[:env.runner.index("env")], "env", f"PYTHONPATH={src}",
+        argv = [*env.runner[:env.runner.index("env")], "env", f"PYTHONPATH={env.src}",
                 f"BOMBOM_ADMIN_DATABASE_URL={owner_url}", python, "-m", "bombom_pipe.admin",
                 "--config", str(env.config), *args]
     return subprocess.run(argv, capture_output=True, text=True, env=environ, timeout=120)

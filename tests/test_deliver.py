@@ -213,9 +213,7 @@ def test_broken_dependency_import_is_75_with_one_line(env: Env, db: psycopg.Conn
     os.chmod(broken, 0o755)
     os.chmod(broken / "psycopg", 0o755)
     os.chmod(broken / "psycopg" / "__init__.py", 0o644)
-    src = next((a.split("=", 1)[1] for a in env.runner if a.startswith("PYTHONPATH=")),
-               str(Path(__file__).resolve().parents[1]))
-    env.extra_env = {"PYTHONPATH": f"{broken}:{src}"}
+    env.extra_env = {"PYTHONPATH": f"{broken}:{env.src}"}
     r = env.deliver(DIGEST)
     assert r.returncode == 75, r
     assert line(r).startswith("4.3.0 ")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ..sandbox import DELIVER_USER, LocalPostgres, deliver_argv, give
+from ..sandbox import LocalPostgres, deliver_argv, delivery_files
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 MEMBER = "demo@bombom.news"
@@ -31,7 +31,7 @@ def run(workdir: str, keep_running: bool) -> None:
             upgrade(conn)
             conn.execute("INSERT INTO members (address) VALUES (%s) ON CONFLICT DO NOTHING",
                          (MEMBER,))
-        spool, conf = _delivery_files(base, url)
+        conf = delivery_files(base, url, deadline=30)
         argv = deliver_argv(base / "runner") + ["--config", str(conf)]
         samples = sorted(EXAMPLES.glob("*.eml"))
         click.echo(f"member {MEMBER}; delivering {len(samples)} samples, then the first again")
@@ -41,7 +41,7 @@ def run(workdir: str, keep_running: bool) -> None:
                                stdin=sample.open("rb"), capture_output=True, text=True)
             click.echo(f"  {sample.name:<28} exit {r.returncode}  {r.stdout.strip()}")
         _show(url)
-        click.echo(f"raw messages: {spool / 'raw'}   log: {base / 'deliver.log'}")
+        click.echo(f"raw messages: {base / 'spool' / 'raw'}   log: {base / 'deliver.log'}")
     finally:
         if keep_running:
             click.echo(f"PostgreSQL keeps running: psql '{pg.url('bombom')}'")
@@ -57,22 +57,6 @@ def _reachable(base: Path) -> Path:
     fallback = Path("/var/tmp/bombom-demo")
     click.echo(f"{base.parent} is closed to unprivileged users; using {fallback} instead")
     return fallback
-
-
-def _delivery_files(base: Path, url: str) -> tuple[Path, Path]:
-    """A spool, a log and a 0600 config file owned by the delivery user."""
-    spool = base / "spool"
-    spool.mkdir(exist_ok=True)
-    conf = base / "bombom.conf"
-    log = base / "deliver.log"
-    conf.write_text(f'database_url = "{url}"\nspool_dir = "{spool}"\ndeadline_seconds = 30\n'
-                    f'log = "{log}"\n')
-    os.chmod(conf, 0o600)
-    log.touch()
-    os.chmod(base, 0o755)
-    for p in (spool, conf, log):
-        give(p, DELIVER_USER)
-    return spool, conf
 
 
 def _show(url: str) -> None:
