@@ -8,7 +8,8 @@
 4. parse (pure): unusable -> the delivery is recorded as quarantined, raw kept for `replay`;
 5. store in one transaction: unknown member -> nouser (67); duplicate -> 0; transient database
    errors are retried with backoff inside the deadline, then tempfail; a value the database
-   refuses (SQLSTATE class 22/23) -> quarantined, since retrying the same bytes cannot help.
+   refuses (SQLSTATE class 22/23, or psycopg's own DataError) -> quarantined, since retrying
+   the same bytes cannot help.
 """
 
 from __future__ import annotations
