@@ -70,12 +70,30 @@ def _domains(value: object) -> tuple[str, ...]:
     return domains
 
 
+def _dsn(value: object) -> str:
+    """A connection string libpq can parse; the error never quotes it (it holds a password)."""
+    import re
+
+    value = _text(value)
+    try:
+        from psycopg import ProgrammingError
+        from psycopg.conninfo import conninfo_to_dict
+    except ImportError:  # the delivery still saves the raw message, then fails to connect (75)
+        return value
+    try:
+        conninfo_to_dict(value)
+    except ProgrammingError as e:
+        reason = re.sub(r'"[^"]*"', '"…"', str(e).strip())
+        raise ValueError(f"not a valid connection string: {reason}") from None
+    return value
+
+
 _CONVERT = {
-    "database_url": _text,
+    "database_url": _dsn,
     "spool_dir": lambda v: Path(_text(v)),
     "deadline_seconds": _deadline,
     "log": _text,
-    "admin_database_url": _text,
+    "admin_database_url": _dsn,
     "domains": _domains,
 }
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from . import config, spool
 from .deadline import Deadline, DeadlineExceeded
-from .log import Log, dsn_password
+from .log import Log, dsn_secrets
 from .outcomes import Outcome, status_line
 from .store import Delivery, Result
 
@@ -143,7 +143,7 @@ def run(argv: list[str]) -> tuple[Outcome, str]:
     except config.ConfigError as e:
         Log("syslog").error(f"configuration: {e}")
         return Outcome.TEMPFAIL, f"configuration: {e}"
-    log = Log(settings.log, secrets=(dsn_password(settings.database_url),))
+    log = Log(settings.log, secrets=dsn_secrets(settings.database_url))
     if os.geteuid() == 0:
         log.error("refusing to run as root")
         return Outcome.TEMPFAIL, "refusing to run as root; set user= in master.cf"

@@ -186,8 +186,8 @@ def test_unwritable_spool_is_75(env: Env, db: psycopg.Connection) -> None:
 
 @pytest.mark.parametrize("text, mode, why", [
     (None, 0o604, "world-readable"),
-    ('database_url = "x"\nspool_dri = "/tmp"\n', 0o600, "unknown key(s) spool_dri"),
-    ('database_url = "x"\ndeadline_seconds = "soon"\n', 0o600, "deadline_seconds"),
+    ('database_url = "dbname=x"\nspool_dri = "/tmp"\n', 0o600, "unknown key(s) spool_dri"),
+    ('database_url = "dbname=x"\ndeadline_seconds = "soon"\n', 0o600, "deadline_seconds"),
     ("database_url = \n", 0o600, "bombom.conf"),
 ])
 def test_bad_config_is_75_with_a_reason(env: Env, db: psycopg.Connection, text: str | None,
