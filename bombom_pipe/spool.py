@@ -6,15 +6,22 @@ Layout under the spool directory:
 
 A message is written to tmp/, fsynced, renamed into raw/ and the directory fsynced (the maildir
 discipline of Postfix's virtual(8)), so a crash leaves either nothing or a complete file under its
-final name. Attachments use the same store under att/.
+final name; a directory made on the way is fsynced in its parent. Attachments use the same store
+under att/.
+
+The spool belongs to the pipe user. `files` is how anyone else (root running `bombom prune`)
+walks it: relative to open directories, never following a link the owner may have planted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import re
 import secrets
-from collections.abc import Iterable
+import stat
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -41,6 +48,22 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _makedirs(path: Path) -> None:
+    """`mkdir -p`, 0700. A directory made here is fsynced in its parent, once, as Postfix does
+    for its queue directories: the files later renamed into it must not lose their way there."""
+    if path.is_dir():
+        return
+    try:
+        os.mkdir(path, 0o700)
+    except FileNotFoundError:
+        _makedirs(path.parent)
+        _makedirs(path)
+        return
+    except FileExistsError:
+        pass  # a concurrent delivery made it and may not have synced its parent yet
+    _fsync_dir(path.parent)
+
+
 def _final_path(root: Path, kind: str, sha256: str, suffix: str) -> Path:
     return root / kind / sha256[:2] / f"{sha256}{suffix}"
 
@@ -49,7 +72,7 @@ def _store(root: Path, kind: str, suffix: str, chunks: Iterable[bytes]) -> Saved
     """Write an iterable of byte chunks under its hash; the one durable-write routine."""
     tmpdir = root / "tmp"
     try:
-        tmpdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _makedirs(tmpdir)
         tmp = tmpdir / f"{os.getpid()}.{secrets.token_hex(8)}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as e:
@@ -66,7 +89,7 @@ def _store(root: Path, kind: str, suffix: str, chunks: Iterable[bytes]) -> Saved
             os.fsync(out.fileno())
         sha = digest.hexdigest()
         final = _final_path(root, kind, sha, suffix)
-        final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _makedirs(final.parent)
         os.rename(tmp, final)  # atomic; same bytes -> same name, so replacing is harmless
         _fsync_dir(final.parent)
     except OSError as e:
@@ -94,3 +117,66 @@ def save_bytes(root: Path, kind: str, data: bytes, suffix: str = "") -> Saved:
 
 def raw_path(root: Path, sha256: str) -> Path:
     return _final_path(root, "raw", sha256, ".eml")
+
+
+SUFFIX = {"raw": ".eml", "att": ""}
+_NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A regular file of the spool's layout; `dir_fd` (its directory) is open while the iteration
+    stands on it, so `unlink` removes this very entry, whatever was renamed meanwhile."""
+
+    dir_fd: int
+    name: str
+    sha256: str
+    stat: os.stat_result
+
+    def unlink(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.name, dir_fd=self.dir_fd)
+
+
+def files(root: Path, kind: str) -> Iterator[Entry]:
+    """Every regular file at `<root>/<kind>/<ab>/<sha256><suffix>`. Each directory is opened
+    relative to its parent with O_NOFOLLOW and each file is lstat'ed, so links and other odd
+    entries are skipped: a walk as root never leaves the spool tree."""
+    pattern = re.compile(r"[0-9a-f]{64}" + re.escape(SUFFIX[kind]))
+    try:
+        top = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # configured by root
+    except OSError:
+        return
+    try:
+        yield from _files_at(top, kind, pattern)
+    finally:
+        os.close(top)
+
+
+def _files_at(top: int, kind: str, pattern: re.Pattern[str]) -> Iterator[Entry]:
+    try:
+        kind_fd = os.open(kind, _NOFOLLOW_DIR, dir_fd=top)
+    except OSError:  # missing, a link (ELOOP) or not a directory
+        return
+    try:
+        for sub in sorted(os.listdir(kind_fd)):
+            if not re.fullmatch(r"[0-9a-f]{2}", sub):
+                continue
+            try:
+                sub_fd = os.open(sub, _NOFOLLOW_DIR, dir_fd=kind_fd)
+            except OSError:
+                continue
+            try:
+                for name in sorted(os.listdir(sub_fd)):
+                    if not (pattern.fullmatch(name) and name.startswith(sub)):
+                        continue
+                    try:
+                        st = os.stat(name, dir_fd=sub_fd, follow_symlinks=False)
+                    except OSError:
+                        continue
+                    if stat.S_ISREG(st.st_mode):
+                        yield Entry(sub_fd, name, name[:64], st)
+            finally:
+                os.close(sub_fd)
+    finally:
+        os.close(kind_fd)

@@ -1,18 +1,26 @@
-"""`bombom stats` and `bombom check` (a monitoring probe in the Nagios plugin convention)."""
+"""`bombom stats` and `bombom check` (a monitoring probe in the Nagios plugin convention).
+
+Neither changes the spool nor follows a link in it: the spool belongs to the pipe user (its
+owner), and `check` asks whether *that* user can save a message there, as that user.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
+import stat
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
+from ..spool import files
 from .quarantine import UNRESOLVED
 
 if TYPE_CHECKING:
@@ -21,18 +29,6 @@ if TYPE_CHECKING:
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
 RANK = {OK: 0, UNKNOWN: 1, WARNING: 2, CRITICAL: 3}  # a real finding outranks "cannot tell"
-
-
-def _tree_size(root: Path) -> tuple[int, int]:
-    files = size = 0
-    for dirpath, _, names in os.walk(root):
-        for name in names:
-            try:
-                size += os.stat(os.path.join(dirpath, name)).st_size
-                files += 1
-            except OSError:
-                pass
-    return files, size
 
 
 @click.command()
@@ -58,11 +54,127 @@ def stats(obj: Context, hours: float) -> None:
     click.echo(f"quarantine: {quarantined} unresolved")
     spool = obj.settings.spool_dir
     for kind in ("raw", "att"):
-        files, size = _tree_size(spool / kind)
-        click.echo(f"spool {kind}: {files} files, {size / 1e6:.1f} MB")
+        sizes = [f.stat.st_size for f in files(spool, kind)]
+        click.echo(f"spool {kind}: {len(sizes)} files, {sum(sizes) / 1e6:.1f} MB")
     if spool.exists():
         free = shutil.disk_usage(spool).free
         click.echo(f"spool free: {free / 1e9:.1f} GB")
+
+
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _spool_problem(spool: Path) -> tuple[int, str] | None:
+    """(level, why) when the pipe user, the spool's owner, could not save a message; None when
+    it could. As root, the probe runs in a child process that has become the owner."""
+    import pwd
+
+    try:
+        st = os.stat(spool)
+    except OSError as e:
+        return CRITICAL, f"spool {spool}: {e.strerror}"
+    if st.st_uid == 0:
+        return CRITICAL, "spool owned by root (bombom-deliver never runs as root)"
+    try:
+        pw = pwd.getpwuid(st.st_uid)
+        user, gid = pw.pw_name, pw.pw_gid
+    except KeyError:
+        user, gid = str(st.st_uid), st.st_gid
+    if os.geteuid() == 0:
+        why = _as_user(st.st_uid, gid, lambda: _probe(spool))
+    elif os.geteuid() == st.st_uid:
+        why = _probe(spool)
+    else:
+        return UNKNOWN, f"spool probe needs root or its owner {user}"
+    return (CRITICAL, f"spool not writable by {user}: {why}") if why else None
+
+
+def _as_user(uid: int, gid: int, probe: Callable[[], str | None]) -> str | None:
+    """`probe()` in a forked child with the user's ids (and no other group, as Postfix's
+    pipe(8) runs it), so that nothing it does has root's rights; its answer comes back by pipe."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        try:
+            os.close(r)
+            os.setgroups([gid])
+            os.setgid(gid)
+            os.setuid(uid)
+            answer = probe() or ""
+        except BaseException as e:  # noqa: BLE001 - whatever happens, answer and exit
+            answer = f"probe failed ({type(e).__name__})"
+        finally:
+            try:
+                os.write(w, answer.encode("utf-8", "replace")[:4000])
+            finally:
+                os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        answer = f.read().decode("utf-8", "replace")
+    os.waitpid(pid, 0)
+    return answer or None
+
+
+def _probe(spool: Path) -> str | None:
+    """As the pipe user: can it make and fill a file where bombom-deliver does (tmp/, or the
+    spool itself before the first delivery), and write into raw/, att/ and their <ab>/
+    directories? Makes no directory; its one probe file is gone when it returns."""
+    import re
+
+    try:
+        top = os.open(spool, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:
+        return f"{spool}: {e.strerror}"
+    problems: list[str] = []
+    opened = [top]
+    try:
+        where = top
+        for kind in ("tmp", "raw", "att"):
+            try:
+                fd = os.open(kind, _DIR, dir_fd=top)
+            except FileNotFoundError:
+                continue  # made on the first delivery, which needs the spool writable (below)
+            except OSError as e:
+                problems.append(f"{kind}: {e.strerror}")
+                continue
+            opened.append(fd)
+            if kind == "tmp":
+                where = fd
+            subs = [n for n in os.listdir(fd) if re.fullmatch(r"[0-9a-f]{2}", n)]
+            for rel, parent, name in [(kind, top, kind),
+                                      *((f"{kind}/{n}", fd, n) for n in sorted(subs))]:
+                mode = os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode
+                if not stat.S_ISDIR(mode):
+                    problems.append(f"{rel}: not a directory")
+                elif not os.access(name, os.W_OK | os.X_OK, dir_fd=parent):
+                    problems.append(f"{rel}: Permission denied")
+        if not os.access(".", os.W_OK | os.X_OK, dir_fd=top):
+            problems.append(f"{spool}: Permission denied")
+        if problems:
+            return _summary(problems)
+        name = f".check-{os.getpid()}.{secrets.token_hex(8)}"
+        try:
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o600, dir_fd=where)
+            try:
+                os.write(fd, b"x")
+            finally:
+                os.close(fd)
+                os.unlink(name, dir_fd=where)
+        except OSError as e:
+            problems.append(f"{'tmp' if where != top else spool}: {e.strerror}")
+    except OSError as e:
+        problems.append(e.strerror or str(e))
+    finally:
+        for fd in opened:
+            os.close(fd)
+    return _summary(problems)
+
+
+def _summary(problems: list[str]) -> str | None:
+    if not problems:
+        return None
+    return problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
 
 
 def _deferred(domains: tuple[str, ...]) -> tuple[int, float] | None:
@@ -124,19 +236,18 @@ def check(obj: Context, free_warn: int, free_crit: int, quarantine_warn: int,
     except Exception as e:  # noqa: BLE001 - any failure here is the finding
         worse(CRITICAL, f"database unreachable ({type(e).__name__})")
     spool = settings.spool_dir
+    problem = _spool_problem(spool)
+    if problem:
+        worse(*problem)
     try:
-        probe = spool / "tmp" / f".check-{os.getpid()}"
-        probe.parent.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"x")
-        probe.unlink()
         free_mb = shutil.disk_usage(spool).free // 1_000_000
         perf.append(f"spool_free_mb={free_mb}")
         if free_mb < free_crit:
             worse(CRITICAL, f"spool {free_mb} MB free")
         elif free_mb < free_warn:
             worse(WARNING, f"spool {free_mb} MB free")
-    except OSError as e:
-        worse(CRITICAL, f"spool not writable: {e.strerror}")
+    except OSError:
+        pass  # the probe above said why
     deferred = _deferred(settings.domains)
     if deferred is None:
         worse(UNKNOWN, "postqueue unavailable")

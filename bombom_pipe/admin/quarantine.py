@@ -5,7 +5,6 @@ from __future__ import annotations
 import collections
 import os
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -104,8 +103,11 @@ def prune(obj: Context, days: int, apply: bool) -> None:
     """Delete old raw files and attachments; dry-run unless --apply.
 
     Spared: anything of a newsletter marked keep_forever, raw files of unresolved quarantined
-    deliveries (the only copy), and anything the database used within the window.
+    deliveries (the only copy), and anything the database used within the window. Only files
+    of the spool's own layout are considered; links in it are never followed.
     """
+    from .. import spool
+
     settings = obj.settings
     cutoff = datetime.now(UTC) - timedelta(days=days)
     with obj.connect() as conn:
@@ -118,23 +120,17 @@ def prune(obj: Context, days: int, apply: bool) -> None:
             """SELECT t.sha256 FROM attachments t JOIN articles a ON a.id = t.article_id
                LEFT JOIN newsletters n ON n.id = a.newsletter_id
                WHERE a.received_at >= %s OR n.keep_forever""", (cutoff,))}
-    doomed = [p for p in _old_files(settings.spool_dir / "raw", cutoff)
-              if p.name.removesuffix(".eml") not in keep_raw]
-    doomed += [p for p in _old_files(settings.spool_dir / "att", cutoff) if p.name not in keep_att]
-    size = 0
-    for p in doomed:
-        size += p.stat().st_size
-        if apply:
-            p.unlink(missing_ok=True)
+    limit, count, size = cutoff.timestamp(), 0, 0
+    for kind, keep in (("raw", keep_raw), ("att", keep_att)):
+        for f in spool.files(settings.spool_dir, kind):  # never follows the owner's links
+            if f.sha256 in keep or f.stat.st_mtime >= limit:
+                continue
+            count += 1
+            size += f.stat.st_size
+            if apply:
+                f.unlink()
     verb = "deleted" if apply else "would delete (dry run; --apply to delete)"
-    click.echo(f"{verb}: {len(doomed)} files, {size / 1e6:.1f} MB older than {days} days")
-
-
-def _old_files(root: Path, cutoff: datetime) -> list[Path]:
-    limit = cutoff.timestamp()
-    if not root.is_dir():
-        return []
-    return [p for p in root.glob("*/*") if p.is_file() and p.stat().st_mtime < limit]
+    click.echo(f"{verb}: {count} files, {size / 1e6:.1f} MB older than {days} days")
 
 
 COMMANDS = (quarantine, replay, prune)
