@@ -6,12 +6,15 @@ import hashlib
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from bombom_pipe.sandbox import DELIVER_USER, LocalPostgres, give
+from bombom_pipe.schema import GRANTS, NEWSLETTER_UPSERT_COLUMNS, grant, migrations, upgrade
 from bombom_pipe.spool import raw_path
 
 from .conftest import ALICE, EXAMPLES, Env
@@ -37,7 +40,7 @@ def test_init_db_twice_changes_nothing(env: Env, pg, db: psycopg.Connection) -> 
     assert r.returncode == 0, r.stderr
     assert "schema is up to date" in r.stdout and "delivery role bombom_deliver" in r.stdout
     versions = db.execute("SELECT version FROM schema_migrations ORDER BY 1").fetchall()
-    assert [v[0] for v in versions] == [1, 2]
+    assert [v[0] for v in versions] == [m[0] for m in migrations()]
 
 
 def test_members_add_normalizes_and_lists(env: Env, pg, db: psycopg.Connection) -> None:  # noqa: ANN001
@@ -57,6 +60,60 @@ def test_delivery_role_cannot_delete_or_alter(pg) -> None:  # noqa: ANN001
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(sql)
             conn.rollback()
+
+
+def test_delivery_role_updates_only_the_upserted_newsletter_columns(
+        env: Env, db: psycopg.Connection, pg) -> None:  # noqa: ANN001
+    assert env.deliver(DIGEST).returncode == 0
+    with psycopg.connect(pg.url(user="bombom_deliver")) as conn:
+        for column in ("keep_forever", "sender_address", "first_seen_at"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(f"UPDATE newsletters SET {column} = {column}")  # noqa: S608
+            conn.rollback()
+    # the upsert itself still works: a second message from the same sender updates its row
+    assert env.deliver(DIGEST.replace(b"<digest-2026-11-30@", b"<digest-2@")).returncode == 0
+    assert db.execute("SELECT count(*), bool_or(keep_forever) FROM newsletters").fetchone() == (
+        1, False)
+
+
+def _column_updates(conn: psycopg.Connection, role: str) -> set[str]:
+    return {r[0] for r in conn.execute(
+        """SELECT attname FROM pg_attribute WHERE attrelid = 'newsletters'::regclass
+           AND attnum > 0 AND NOT attisdropped
+           AND has_column_privilege(%s, 'newsletters', attname, 'UPDATE')""", (role,))}
+
+
+def test_upgrade_narrows_a_delivery_role_granted_before(pg: LocalPostgres) -> None:
+    """A database whose delivery role got UPDATE on the whole table keeps delivering after the
+    upgrade, with UPDATE on the upserted columns only."""
+    name = f"pre003_{os.getpid()}"
+    pg.createdb(name)
+    try:
+        with psycopg.connect(pg.url(dbname=name), autocommit=True) as conn:
+            for _, _, sql in migrations()[:2]:
+                conn.execute(sql)  # type: ignore[arg-type]
+            conn.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY, "
+                         "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
+            conn.execute("INSERT INTO schema_migrations (version, name) VALUES (1, 'init'), "
+                         "(2, 'fidelity')")
+            conn.execute("DROP ROLE IF EXISTS legacy_deliver")
+            conn.execute("CREATE ROLE legacy_deliver")
+            conn.execute("GRANT SELECT, INSERT, UPDATE ON newsletters TO legacy_deliver")
+            assert "keep_forever" in _column_updates(conn, "legacy_deliver")
+            upgrade(conn)
+            assert not conn.execute("SELECT has_table_privilege('legacy_deliver', "
+                                    "'newsletters', 'UPDATE')").fetchone()[0]
+            assert _column_updates(conn, "legacy_deliver") == set(NEWSLETTER_UPSERT_COLUMNS)
+            grant(conn, "delivery", "legacy_deliver")  # and init-db grants the same
+            assert _column_updates(conn, "legacy_deliver") == set(NEWSLETTER_UPSERT_COLUMNS)
+            assert "UPDATE (" in GRANTS["delivery"]["newsletters"]
+            conn.execute("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM legacy_deliver")
+            conn.execute("REVOKE ALL ON SCHEMA public FROM legacy_deliver")
+            conn.execute(f"REVOKE ALL ON DATABASE {name} FROM legacy_deliver")
+            conn.execute("DROP ROLE legacy_deliver")
+    finally:
+        with psycopg.connect(pg.url(dbname="postgres"), autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE {name}")
 
 
 def test_lookup_role_reads_members_only(pg) -> None:  # noqa: ANN001
@@ -118,6 +175,102 @@ def test_stats_and_check(env: Env, pg, db: psycopg.Connection) -> None:  # noqa:
     assert r.returncode in (0, 3), r.stdout  # 3 only when this machine has no Postfix queue
     r = bombom(env, "check", owner_url=pg.url().replace(str(pg.sock), "/nonexistent"))
     assert r.returncode == 2 and "database unreachable" in r.stdout
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the operator-as-root cases need root")
+
+
+def _as_spool_owner(path: Path) -> None:
+    os.lchown(path, *_nobody())
+
+
+def _nobody() -> tuple[int, int]:
+    import pwd
+
+    pw = pwd.getpwnam(DELIVER_USER)
+    return pw.pw_uid, pw.pw_gid
+
+
+def _victim(workdir: Path, name: str) -> Path:
+    """A root-owned file outside the spool, old enough for any prune."""
+    d = Path(tempfile.mkdtemp(prefix=name, dir=workdir))
+    victim = d / ("0" * 64 + ".eml")
+    victim.write_text("precious\n")
+    old = time.time() - 40 * 86400
+    os.utime(victim, (old, old))
+    return victim
+
+
+@needs_root
+def test_check_as_root_leaves_a_fresh_spool_as_it_was(env: Env, pg, db: psycopg.Connection
+                                                      ) -> None:  # noqa: ANN001
+    r = bombom(env, "check", owner_url=pg.url())
+    assert r.returncode in (0, 3), r.stdout
+    assert list(env.spool.iterdir()) == []
+    r = env.deliver(DIGEST)
+    assert r.returncode == 0, r
+
+
+@needs_root
+@pytest.mark.parametrize("where", [".", "tmp", "raw", "raw/ab", "att"])
+def test_check_is_critical_when_the_pipe_user_cannot_write(
+        env: Env, pg, db: psycopg.Connection, where: str) -> None:  # noqa: ANN001
+    assert env.deliver(DIGEST).returncode == 0
+    sha = hashlib.sha256(DIGEST).hexdigest()
+    (env.spool / "att").mkdir(exist_ok=True)
+    give(env.spool / "att", DELIVER_USER)
+    where = where.replace("ab", sha[:2])
+    os.chown(env.spool / where, 0, 0)  # what a root run of an older version left behind
+    r = bombom(env, "check", owner_url=pg.url())
+    assert r.returncode == 2 and "spool" in r.stdout, r.stdout
+    assert r.stdout.count("\n") == 1
+
+
+@needs_root
+def test_check_as_root_does_not_write_through_the_spool_owners_links(
+        env: Env, pg, db: psycopg.Connection, workdir: Path) -> None:  # noqa: ANN001
+    victim = _victim(workdir, "check-victim-")
+    tmp = env.spool / "tmp"
+    tmp.mkdir(mode=0o700)
+    _as_spool_owner(tmp)
+    # the probe's name has our pid in it: plant the link as the process that becomes `bombom`
+    plant = (f'ln -s {victim} {tmp}/.check-$$ && chown -h {DELIVER_USER} {tmp}/.check-$$ '
+             f'&& exec "$@"')
+    environ = {**os.environ, "BOMBOM_ADMIN_DATABASE_URL": pg.url()}
+    r = subprocess.run(["sh", "-c", plant, "sh", sys.executable, "-m", "bombom_pipe.admin",
+                        "--config", str(env.config), "check"],
+                       capture_output=True, text=True, env=environ, timeout=120)
+    assert r.stdout.startswith("BOMBOM "), r
+    assert victim.read_text() == "precious\n"
+
+
+@needs_root
+@pytest.mark.parametrize("link", ["raw/zz", "raw", "att/zz"])
+def test_prune_as_root_never_leaves_the_spool(env: Env, pg, db: psycopg.Connection,
+                                             workdir: Path, link: str) -> None:  # noqa: ANN001
+    assert env.deliver(DIGEST).returncode == 0
+    old = time.time() - 40 * 86400
+    own = raw_path(env.spool, hashlib.sha256(DIGEST).hexdigest())
+    os.utime(own, (old, old))
+    db.execute("UPDATE deliveries SET started_at = now() - interval '40 days', "
+               "finished_at = now() - interval '40 days'")
+    db.execute("UPDATE articles SET received_at = now() - interval '40 days'")
+    victim = _victim(workdir, "prune-victim-")  # <tmp>/000….eml
+    planted = env.spool / link
+    target = victim.parent
+    if link == "raw":  # the owner swaps raw/ itself for a link to <tmp>, holding zz/000….eml
+        planted.rename(env.spool / "raw.old")
+        (victim.parent / "zz").mkdir()
+        victim = victim.rename(victim.parent / "zz" / victim.name)
+    planted.parent.mkdir(exist_ok=True)
+    _as_spool_owner(planted.parent)
+    planted.symlink_to(target)
+    _as_spool_owner(planted)
+    r = bombom(env, "prune", "--days", "1", "--apply", owner_url=pg.url())
+    assert r.returncode == 0, r.stderr
+    assert victim.read_text() == "precious\n"
+    if link != "raw":
+        assert not own.exists(), r.stdout  # what is really in the spool still goes
 
 
 def test_every_command_is_documented() -> None:

@@ -43,11 +43,18 @@ def upgrade(conn: psycopg.Connection) -> list[str]:
     return applied
 
 
+#: the newsletters columns the delivery's upsert (`store._newsletter`) sets: the only ones the
+#: delivery role may UPDATE (not keep_forever, not the sender); a migration adding one adds it here
+NEWSLETTER_UPSERT_COLUMNS: tuple[str, ...] = (
+    "display_name", "list_id", "sender_header", "unsubscribe_http", "unsubscribe_mailto",
+    "unsubscribe_one_click", "last_seen_at",
+)
+
 #: what each role may do, table by table; nothing else (no DDL, no DELETE, no TRUNCATE)
 GRANTS: dict[str, dict[str, str]] = {
     "delivery": {
         "members": "SELECT",
-        "newsletters": "SELECT, INSERT, UPDATE",
+        "newsletters": f"SELECT, INSERT, UPDATE ({', '.join(NEWSLETTER_UPSERT_COLUMNS)})",
         "articles": "SELECT, INSERT",
         "deliveries": "SELECT, INSERT",
         "attachments": "SELECT, INSERT",
