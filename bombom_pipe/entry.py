@@ -34,15 +34,19 @@ def main() -> None:
 
 
 def _last_resort_log(e: BaseException) -> None:
-    """The traceback to syslog (facility mail); the regular log may be what failed."""
+    """The traceback to syslog (facility mail); the regular log may be what failed. One record
+    per frame and message, escaped like every log line (a message may quote a stranger)."""
     try:
         import syslog
         import traceback
 
+        try:
+            from bombom_pipe.log import printable
+        except BaseException:  # noqa: BLE001
+            printable = ascii
         syslog.openlog("bombom-deliver", syslog.LOG_PID, syslog.LOG_MAIL)
-        for line in traceback.format_exception(e):
-            for part in line.rstrip().splitlines():
-                syslog.syslog(syslog.LOG_ERR, part)
+        for chunk in traceback.format_exception(e):
+            syslog.syslog(syslog.LOG_ERR, printable(chunk.strip("\n")))
     except BaseException:  # noqa: BLE001
         pass
 

@@ -73,30 +73,26 @@ def test_a_traceback_is_one_escaped_record_per_line(tmp_path: Path) -> None:
     assert sum(FORGED in x for x in lines) == 1
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="a private /dev/log needs a mount namespace (root)")
-def test_syslog_gets_one_record_per_delivery(env: Env, db: psycopg.Connection) -> None:
-    """The real syslog(3) path: /dev/log, in a private mount namespace, is our socket."""
-    env.write_config(env.config.read_text().replace(f'log = "{env.log}"', 'log = "syslog"'))
-    with tempfile.TemporaryDirectory(dir=env.base) as d:
+def syslog_records(base: Path, argv: list[str], stdin: bytes = b"") -> list[str]:
+    """Run `argv` with /dev/log, in a private mount namespace, bound to our socket; what it
+    logged, one string per record."""
+    if os.geteuid() != 0:
+        pytest.skip("a private /dev/log needs a mount namespace (root)")
+    with tempfile.TemporaryDirectory(dir=base) as d:
         os.chmod(d, 0o755)
-        path = os.path.join(d, "log")
+        path, dev = os.path.join(d, "log"), os.path.join(d, "dev")
+        os.mkdir(dev)
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
             sock.bind(path)
             os.chmod(path, 0o666)
-            sock.settimeout(5)
-            dev = os.path.join(d, "dev")
-            os.mkdir(dev)
             setup = (f"mount --bind /dev {dev} && mount -t tmpfs -o mode=0755 tmpfs /dev && "
                      f"for n in null zero urandom; do touch /dev/$n && "
                      f"mount --bind {dev}/$n /dev/$n || exit 97; done && "
-                     f"touch /dev/log && mount --bind {path} /dev/log && exec \"$@\"")
-            raw = with_message_id(f"forged\x1c{FORGED}@x")
-            argv = ["unshare", "--mount", "sh", "-c", setup, "sh",
-                    *env.argv("--recipient", "alice@bombom.news", "--queue-id", "Q1")]
-            r = subprocess.run(argv, input=raw, capture_output=True, timeout=60)
-            if r.returncode == 97 or b"mount" in r.stderr:
+                     f"touch /dev/log && mount --bind {path} /dev/log || exit 97; exec \"$@\"")
+            r = subprocess.run(["unshare", "--mount", "sh", "-c", setup, "sh", *argv],
+                               input=stdin, capture_output=True, timeout=60)
+            if r.returncode == 97:
                 pytest.skip(f"no private mount namespace here: {r.stderr.decode()[:200]}")
-            assert r.returncode == 0, r
             records = []
             sock.settimeout(1)
             try:
@@ -104,9 +100,28 @@ def test_syslog_gets_one_record_per_delivery(env: Env, db: psycopg.Connection) -
                     records.append(sock.recv(65536).decode("utf-8"))
             except TimeoutError:
                 pass
+    return records
+
+
+def test_syslog_gets_one_record_per_delivery(env: Env, db: psycopg.Connection) -> None:
+    """The real syslog(3) path, which split the line at \\x1c into a forged second record."""
+    env.write_config(env.config.read_text().replace(f'log = "{env.log}"', 'log = "syslog"'))
+    raw = with_message_id(f"forged\x1c{FORGED}@x")
+    records = syslog_records(env.base, env.argv("--recipient", "alice@bombom.news",
+                                                "--queue-id", "Q1"), raw)
     mine = [x for x in records if "bombom-deliver" in x]
     assert len(mine) == 1, records
     assert "Q1: outcome=stored" in mine[0] and all(c.isprintable() for c in mine[0])
+
+
+def test_the_last_resort_traceback_is_escaped_too(env: Env) -> None:
+    """What escapes everything else goes to syslog from the entry point, escaped the same way."""
+    code = ("from bombom_pipe.entry import _last_resort_log\n"
+            f"_last_resort_log(ValueError('boom\\n' + {FORGED!r} + '\\x1c'))\n")
+    python = env.runner.index("-m")  # the runner's interpreter, as the delivery user
+    records = syslog_records(env.base, [*env.runner[:python], "-c", code])
+    assert records and all(c.isprintable() for x in records for c in x), records
+    assert sum(FORGED in x for x in records) == 1 and "boom\\n" in records[-1]
 
 
 SECRET_DSNS = [
