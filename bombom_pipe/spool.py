@@ -54,11 +54,11 @@ def _makedirs(path: Path) -> None:
     if path.is_dir():
         return
     try:
-        os.mkdir(path, 0o700)
-    except FileNotFoundError:
-        _makedirs(path.parent)
-        _makedirs(path)
-        return
+        try:
+            os.mkdir(path, 0o700)
+        except FileNotFoundError:
+            _makedirs(path.parent)
+            os.mkdir(path, 0o700)
     except FileExistsError:
         pass  # a concurrent delivery made it and may not have synced its parent yet
     _fsync_dir(path.parent)
