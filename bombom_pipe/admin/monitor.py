@@ -54,8 +54,10 @@ def stats(obj: Context, hours: float) -> None:
     click.echo(f"quarantine: {quarantined} unresolved")
     spool = obj.settings.spool_dir
     for kind in ("raw", "att"):
-        sizes = [f.stat.st_size for f in files(spool, kind)]
-        click.echo(f"spool {kind}: {len(sizes)} files, {sum(sizes) / 1e6:.1f} MB")
+        count = size = 0
+        for f in files(spool, kind):
+            count, size = count + 1, size + f.stat.st_size
+        click.echo(f"spool {kind}: {count} files, {size / 1e6:.1f} MB")
     if spool.exists():
         free = shutil.disk_usage(spool).free
         click.echo(f"spool free: {free / 1e9:.1f} GB")
