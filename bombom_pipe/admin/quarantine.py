@@ -61,7 +61,7 @@ def replay(obj: Context, everything: bool, since: str | None, until: str | None)
     """
     from ..deadline import Deadline
     from ..deliver import Envelope, deliver_saved
-    from ..log import Log
+    from ..log import Log, dsn_secrets
     from ..spool import Saved, raw_path
 
     if os.geteuid() == 0:
@@ -76,7 +76,8 @@ def replay(obj: Context, everything: bool, since: str | None, until: str | None)
     hi = _date(until) or datetime.now(UTC) + timedelta(days=1)
     with obj.connect() as conn:
         targets = conn.execute(query, (lo, hi)).fetchall()
-    log = Log(settings.log, ident="bombom-replay")
+    log = Log(settings.log, ident="bombom-replay",
+              secrets=dsn_secrets(settings.database_url) + dsn_secrets(settings.admin_database_url))
     tally: collections.Counter[str] = collections.Counter()
     missing = []
     with click.progressbar(targets, label=f"replaying {len(targets)}") as bar:
