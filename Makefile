@@ -11,7 +11,7 @@ APT_PACKAGES = postgresql python3-venv util-linux
 .PHONY: demo test lint bench fuzz deps clean
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/bombom demo
+	$(VENV)/bin/python -m tests.demo
 
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check bombom_pipe tests benchmarks
@@ -45,7 +45,7 @@ $(VENV)/.installed: pyproject.toml | deps
 	touch $@
 
 clean:
-	rm -rf $(VENV) .demo .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache
 
 # -- Postfix in front (as root): docs/postfix.md --------------------------------------------------
 # make install   venv in $(PREFIX)/venv, user $(PIPE_USER), spool, $(CONFIG_FILE), Postfix settings

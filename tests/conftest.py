@@ -14,8 +14,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from bombom_pipe.sandbox import DELIVER_USER, LocalPostgres, deliver_argv, delivery_files, give
 from bombom_pipe.schema import grant, upgrade
+
+from .sandbox import DELIVER_USER, LocalPostgres, deliver_argv, delivery_files, give, write_file
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -85,7 +86,7 @@ class Env:
     def write_config(self, text: str | None = None, mode: int = 0o600) -> None:
         """Replace the config file's text (None: keep it) and set its mode."""
         if text is not None:
-            self.config.write_text(text)
+            write_file(self.config, text, mode)
         os.chmod(self.config, mode)
         give(self.config, DELIVER_USER)
 

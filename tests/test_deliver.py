@@ -12,10 +12,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from bombom_pipe.sandbox import give
 from bombom_pipe.spool import raw_path
 
 from .conftest import ALICE, BOB, EXAMPLES, Env
+from .sandbox import give
 
 KOREAN = (EXAMPLES / "korean-weekly-cp949.eml").read_bytes()
 DIGEST = (EXAMPLES / "english-digest.eml").read_bytes()

@@ -20,10 +20,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from bombom_pipe.sandbox import DELIVER_USER, LocalPostgres, give
 from bombom_pipe.spool import raw_path
 
 from .conftest import ALICE, EXAMPLES, Env, fresh_schema, new_env
+from .sandbox import DELIVER_USER, LocalPostgres, give
 
 DIGEST = (EXAMPLES / "english-digest.eml").read_bytes()
 ALLOWED = {0, 75}

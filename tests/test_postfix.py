@@ -18,10 +18,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from bombom_pipe.sandbox import LocalPostgres
-
 from .conftest import ALICE, BOB, EXAMPLES
 from .postfix_fixture import Postfix, available, wait_for
+from .sandbox import LocalPostgres
 
 pytestmark = [pytest.mark.postfix,
               pytest.mark.skipif(available() is not None, reason=str(available()))]

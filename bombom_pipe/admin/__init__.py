@@ -38,7 +38,7 @@ class Context:
               help=f"config file (default {config.DEFAULT_CONFIG})")
 @click.pass_context
 def main(ctx: click.Context, config_path: str | None) -> None:
-    """Bombom mail edge: database, members, quarantine, monitoring and the demo."""
+    """Bombom mail edge: database, members, quarantine, and monitoring."""
     ctx.obj = Context(config_path)
 
 
@@ -107,17 +107,6 @@ def members_list(obj: Context) -> None:
                LEFT JOIN articles a ON a.member_id = m.id GROUP BY m.id ORDER BY m.id""")
         for mid, address, n in rows:
             click.echo(f"{mid}\t{address}\t{n} articles")
-
-
-@main.command()
-@click.option("--dir", "workdir", default=".demo", show_default=True,
-              type=click.Path(file_okay=False), help="where the throwaway cluster lives")
-@click.option("--keep-running", is_flag=True, help="leave PostgreSQL running afterwards")
-def demo(workdir: str, keep_running: bool) -> None:
-    """Start a throwaway PostgreSQL, deliver sample newsletters, print what was stored."""
-    from .demo import run
-
-    run(workdir, keep_running)
 
 
 _register()

@@ -1,26 +1,36 @@
-"""Throwaway local services for the demo and the tests: a private PostgreSQL cluster, and a way
-to run `bombom-deliver` as an unprivileged user the way Postfix does.
+"""Throwaway local services for the tests and the demo (never installed): a private PostgreSQL
+cluster, and a way to run `bombom-deliver` as an unprivileged user the way Postfix does.
 
 PostgreSQL refuses to run as root, and so does `bombom-deliver`; when we are root, both run as
 an unprivileged account (`postgres` for the server, `nobody` for deliveries) on files we hand them.
 The cluster listens on a unix socket only (listen_addresses = ''), never on the network.
+
+Run as root, nothing here may be steered by another local user: every directory is made fresh
+(`mkdtemp` by the callers, `mkdir` here, which refuses an existing path), files are created with
+O_EXCL/O_NOFOLLOW, and the one thing reused between runs (the runner venv) lives in a root-owned
+directory that is checked with lstat before use.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import os
 import pwd
 import shutil
+import stat
 import subprocess
 import sys
 import sysconfig
 import time
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent
+import bombom_pipe
+
+PACKAGE = Path(bombom_pipe.__file__).resolve().parent
 DELIVER_USER = "nobody"
+RUNNER_CACHE = Path("/var/cache/bombom-dev")  # root only: the runner venvs, one per dependency set
 
 
 def _pg_bindir() -> Path:
@@ -44,22 +54,35 @@ def as_user(user: str | None, argv: list[str]) -> list[str]:
 
 
 def give(path: Path, user: str) -> None:
-    """Hand a directory tree to `user` when we are root."""
-    if os.geteuid() == 0:
-        pw = pwd.getpwnam(user)
-        for p in [path, *path.rglob("*")]:
-            os.lchown(p, pw.pw_uid, pw.pw_gid)
+    """Hand a file or directory tree to `user` when we are root (symlinks are never followed)."""
+    if os.geteuid() != 0:
+        return
+    pw = pwd.getpwnam(user)
+    os.lchown(path, pw.pw_uid, pw.pw_gid)
+    for root, dirs, files in os.walk(path):  # does not descend into symlinked directories
+        for name in dirs + files:
+            os.lchown(os.path.join(root, name), pw.pw_uid, pw.pw_gid)
+
+
+def write_file(path: Path, text: str, mode: int = 0o600, *, new: bool = False) -> None:
+    """Write `text` to `path` without following a symlink there; `new`: refuse an existing one."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_EXCL if new else os.O_TRUNC)
+    fd = os.open(path, flags, mode)
+    try:
+        os.fchmod(fd, mode)
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
 
 
 def delivery_files(base: Path, database_url: str, deadline: int = 20) -> Path:
     """A spool, a log and a 0600 config file naming them, handed to the delivery user; returns
-    the config file. What `make install` lays out under /etc and /var, in one directory."""
+    the config file. What `make install` lays out under /etc and /var, in one fresh directory."""
     spool, conf, log = base / "spool", base / "bombom.conf", base / "deliver.log"
-    spool.mkdir(exist_ok=True)
-    log.touch()
-    conf.write_text(f'database_url = "{database_url}"\nspool_dir = "{spool}"\n'
-                    f'deadline_seconds = {deadline}\nlog = "{log}"\n')
-    os.chmod(conf, 0o600)
+    spool.mkdir()
+    write_file(log, "", new=True)
+    write_file(conf, f'database_url = "{database_url}"\nspool_dir = "{spool}"\n'
+                     f'deadline_seconds = {deadline}\nlog = "{log}"\n', new=True)
     os.chmod(base, 0o755)
     for p in (spool, conf, log):  # not `base`: the demo keeps its PostgreSQL cluster there
         give(p, DELIVER_USER)
@@ -67,7 +90,8 @@ def delivery_files(base: Path, database_url: str, deadline: int = 20) -> Path:
 
 
 class LocalPostgres:
-    """initdb + pg_ctl in `base`; superuser `postgres`, trust auth on a private unix socket."""
+    """initdb + pg_ctl in `base` (made here: it must not exist yet); superuser `postgres`, trust
+    auth on a private unix socket."""
 
     user = "postgres"
 
@@ -91,9 +115,8 @@ class LocalPostgres:
     def init(self) -> None:
         if (self.data / "PG_VERSION").exists():
             return
-        self.sock.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.base, 0o755)
-        os.chmod(self.sock, 0o755)
+        self.base.mkdir(mode=0o755)
+        self.sock.mkdir(mode=0o755)
         if self.run_as:
             give(self.base, self.run_as)
         self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres",
@@ -137,17 +160,16 @@ class LocalPostgres:
 def deliver_argv(workdir: Path, env: dict[str, str] | None = None) -> list[str]:
     """How to run `bombom-deliver` from this source tree as the delivery user.
 
-    Not root: this interpreter, this source. Root: the source is copied to `workdir` and run by a
-    venv of Debian's /usr/bin/python3 under /var/tmp (made once per dependency set), because the
-    unprivileged user can enter neither /root nor, perhaps, this checkout.
+    Not root: this interpreter, this source. Root: the source is copied to `workdir` (made here,
+    so it must not exist yet) and run by a venv of Debian's /usr/bin/python3 kept in a root-owned
+    cache, because the unprivileged user can enter neither /root nor, perhaps, this checkout.
     """
     extra = [f"{k}={v}" for k, v in (env or {}).items()]
     if os.geteuid() != 0:
         return ["env", *extra, sys.executable, "-m", "bombom_pipe.entry"]
     venv = _runner_venv()
+    workdir.mkdir(mode=0o755)
     src = workdir / "src"
-    if src.exists():
-        shutil.rmtree(src)
     shutil.copytree(PACKAGE, src / "bombom_pipe",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     subprocess.run([str(venv / "bin" / "python"), "-m", "compileall", "-q", str(src)],
@@ -162,21 +184,31 @@ def _dependencies() -> list[str]:
     import tomllib
 
     pyproject = PACKAGE.parent / "pyproject.toml"
-    if pyproject.exists():
-        return tomllib.loads(pyproject.read_text())["project"]["dependencies"]
-    from importlib.metadata import requires
+    return tomllib.loads(pyproject.read_text())["project"]["dependencies"]
 
-    return [r for r in requires("bombom-pipe") or [] if "extra ==" not in r]
+
+def root_only_dir(path: Path) -> Path:
+    """`path` and every parent: a real directory (not a symlink), owned by root, writable by
+    nobody else. Missing ones are made; anything else is refused, never repaired."""
+    for p in [*reversed(path.parents), path]:
+        with contextlib.suppress(FileExistsError):
+            p.mkdir(mode=0o755)
+        st = os.lstat(p)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
+            raise RuntimeError(f"{p} is not a root-owned directory closed to other users; "
+                               "remove it and try again")
+    return path
 
 
 def _runner_venv() -> Path:
     deps = _dependencies()
     key = hashlib.sha256("\n".join(deps).encode()).hexdigest()[:12]
-    venv = Path("/var/tmp") / f"bombom-runner-{key}"
+    venv = root_only_dir(RUNNER_CACHE) / f"runner-{key}"
     if not (venv / "ok").exists():
         base = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
         subprocess.run([base, "-m", "venv", "--clear", str(venv)], check=True)
         subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
                         *deps], check=True)
         (venv / "ok").write_text(sysconfig.get_python_version())
+    root_only_dir(venv)
     return venv

@@ -1,30 +1,42 @@
-"""`bombom demo`: the whole delivery path on a throwaway local PostgreSQL, in one command."""
+"""`make demo` (`python -m tests.demo`): the whole delivery path on a throwaway local PostgreSQL.
+
+A development tool beside the tests, not part of the installed package: it needs the checkout's
+`examples/` and the test sandbox. Everything lives in a fresh private directory under /tmp,
+removed at the end unless --keep-running.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import click
 
-from ..sandbox import LocalPostgres, deliver_argv, delivery_files
+from .sandbox import LocalPostgres, deliver_argv, delivery_files
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 MEMBER = "demo@bombom.news"
 
 
-def run(workdir: str, keep_running: bool) -> None:
+@click.command()
+@click.option("--keep-running", is_flag=True,
+              help="leave PostgreSQL (and its directory) in place afterwards, for psql")
+def main(keep_running: bool) -> None:
+    """Start a throwaway PostgreSQL, deliver sample newsletters, print what was stored."""
     import psycopg
 
-    from ..schema import upgrade
+    from bombom_pipe.schema import upgrade
 
-    base = _reachable(Path(workdir).resolve())
-    base.mkdir(parents=True, exist_ok=True)
+    # mkdtemp: a new directory only we can have made; the server and the delivery user enter it
+    base = Path(tempfile.mkdtemp(prefix="bombom-demo-", dir="/tmp"))
+    os.chmod(base, 0o755)
     pg = LocalPostgres(base / "pg")
     click.echo(f"starting a throwaway PostgreSQL in {pg.base} (unix socket only)")
-    pg.start()
     try:
+        pg.start()
         pg.createdb("bombom")
         url = pg.url("bombom")
         with psycopg.connect(url) as conn:
@@ -36,27 +48,22 @@ def run(workdir: str, keep_running: bool) -> None:
         samples = sorted(EXAMPLES.glob("*.eml"))
         click.echo(f"member {MEMBER}; delivering {len(samples)} samples, then the first again")
         for i, sample in enumerate([*samples, samples[0]]):
-            r = subprocess.run([*argv, "--recipient", MEMBER, "--queue-id", f"DEMO{i}",
-                                "--sender", "bounce@example.org"],
-                               stdin=sample.open("rb"), capture_output=True, text=True)
+            with sample.open("rb") as f:
+                r = subprocess.run([*argv, "--recipient", MEMBER, "--queue-id", f"DEMO{i}",
+                                    "--sender", "bounce@example.org"],
+                                   stdin=f, capture_output=True, text=True)
             click.echo(f"  {sample.name:<28} exit {r.returncode}  {r.stdout.strip()}")
         _show(url)
-        click.echo(f"raw messages: {base / 'spool' / 'raw'}   log: {base / 'deliver.log'}")
     finally:
         if keep_running:
-            click.echo(f"PostgreSQL keeps running: psql '{pg.url('bombom')}'")
+            click.echo(f"raw messages: {base / 'spool' / 'raw'}   log: {base / 'deliver.log'}\n"
+                       f"PostgreSQL keeps running: psql '{pg.url('bombom')}'\n"
+                       f"stop it and clean up: {pg.bindir / 'pg_ctl'} -D {pg.data} stop; "
+                       f"rm -r {base}")
         else:
             pg.stop()
+            shutil.rmtree(base, ignore_errors=True)
     click.echo("next: `make test` runs the test suite; see README for Postfix (make install)")
-
-
-def _reachable(base: Path) -> Path:
-    """As root, the server and the delivery user must be able to enter `base`; else use /var/tmp."""
-    if os.geteuid() != 0 or all(os.stat(p).st_mode & 0o001 for p in base.parents if p.exists()):
-        return base
-    fallback = Path("/var/tmp/bombom-demo")
-    click.echo(f"{base.parent} is closed to unprivileged users; using {fallback} instead")
-    return fallback
 
 
 def _show(url: str) -> None:
@@ -76,3 +83,7 @@ def _show(url: str) -> None:
         for outcome, n in conn.execute(
                 "SELECT outcome, count(*) FROM deliveries GROUP BY 1 ORDER BY 1"):
             click.echo(f"  {outcome}: {n}")
+
+
+if __name__ == "__main__":
+    main()
