@@ -13,11 +13,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from bombom_pipe.sandbox import DELIVER_USER, LocalPostgres, give
 from bombom_pipe.schema import GRANTS, NEWSLETTER_UPSERT_COLUMNS, grant, migrations, upgrade
 from bombom_pipe.spool import raw_path
 
 from .conftest import ALICE, EXAMPLES, Env
+from .sandbox import DELIVER_USER, LocalPostgres, give
 
 DIGEST = (EXAMPLES / "english-digest.eml").read_bytes()
 

@@ -64,9 +64,16 @@ def replay(obj: Context, everything: bool, since: str | None, until: str | None)
     from ..log import Log, dsn_secrets
     from ..spool import Saved, raw_path
 
-    if os.geteuid() == 0:
-        raise click.ClickException("run replay as the delivery user (sudo -u bombom bombom ...)")
     settings = obj.settings
+    if os.geteuid() == 0:
+        import pwd
+
+        try:
+            user = pwd.getpwuid(settings.spool_dir.stat().st_uid).pw_name
+        except (OSError, KeyError):
+            user = "<the delivery user>"
+        raise click.ClickException(f"run replay as the delivery user: runuser -u {user} -- "
+                                   "bombom replay ...")
     query = UNRESOLVED if not everything else """
         SELECT DISTINCT ON (q.raw_sha256, q.recipient) q.id, q.finished_at, q.recipient,
                q.raw_sha256, q.detail, q.envelope_sender, q.queue_id

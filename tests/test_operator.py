@@ -1,0 +1,168 @@
+"""What an operator meets: every `bombom` command either works or refuses in one line, the
+schema owner that `make db` sets up, what the installer asks the package, members without tags."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from bombom_pipe.admin.install import (
+    STARTUP_MARGIN,
+    pgpass_line,
+    pgpass_password,
+    settings,
+    time_limit,
+    with_password,
+    without_password,
+)
+from bombom_pipe.deadline import GRACE
+
+from .conftest import Env
+from .sandbox import LocalPostgres
+
+#: every command that talks to the database, with harmless arguments
+COMMANDS = [["members", "list"], ["members", "add", "carol@bombom.news"], ["quarantine", "list"],
+            ["stats"], ["prune", "--days", "30"], ["init-db"], ["replay"]]
+
+
+def bombom(env: Env, *args: str, url: str, as_delivery_user: bool = False,
+           **environ: str) -> subprocess.CompletedProcess[str]:
+    """`bombom --config <the test config>` with `url` as the database."""
+    variables = {"BOMBOM_DATABASE_URL": url, "BOMBOM_LOG": str(env.log), **environ}
+    argv = [sys.executable, "-m", "bombom_pipe.admin", "--config", str(env.config), *args]
+    if as_delivery_user and os.geteuid() == 0:
+        python = next(a for a in env.runner if a.endswith("/bin/python"))
+        argv = [*env.runner[:env.runner.index("env")], "env", f"PYTHONPATH={env.src}",
+                *(f"{k}={v}" for k, v in variables.items()), python, "-m", "bombom_pipe.admin",
+                "--config", str(env.config), *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **variables})
+
+
+def one_line_refusal(r: subprocess.CompletedProcess[str]) -> str:
+    out = (r.stdout + r.stderr).strip()
+    assert r.returncode not in (0, None), out
+    assert "Traceback" not in out and len(out.splitlines()) == 1, out
+    return out
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_database_down_is_one_line(env: Env, pg: LocalPostgres, command: list[str]) -> None:
+    down = pg.url().replace(str(pg.sock), str(env.base / "no-server-here"))
+    out = one_line_refusal(bombom(env, *command, url=down))
+    assert "database" in out or "replay" in out
+
+
+def test_missing_schema_is_one_line(env: Env, pg: LocalPostgres) -> None:
+    for command in COMMANDS[:5]:
+        out = one_line_refusal(bombom(env, *command, url=pg.url("postgres")))
+        assert "make db" in out, out
+
+
+def test_delivery_role_refused_in_one_line(env: Env, pg: LocalPostgres,
+                                           db: psycopg.Connection) -> None:
+    """As the pipe user with its own config: what needs the owner is refused in one line."""
+    r = bombom(env, "members", "add", "carol@bombom.news", url=pg.url(user="bombom_deliver"),
+               as_delivery_user=True)
+    out = one_line_refusal(r)
+    assert "permission denied for table members" in out and "admin.conf" in out
+
+
+def test_unreadable_config_is_one_line(env: Env, pg: LocalPostgres) -> None:
+    env.write_config(mode=0o644)  # world-readable: refused
+    out = one_line_refusal(bombom(env, "members", "list", url=pg.url()))
+    assert "world-readable" in out
+
+
+def test_a_tagged_member_address_is_refused_by_the_schema(db: psycopg.Connection) -> None:
+    """Postfix would accept alice+x@ at RCPT for such a row and bombom-deliver then answer 67."""
+    with pytest.raises(psycopg.errors.CheckViolation):
+        db.execute("INSERT INTO members (address) VALUES ('carol+news@bombom.news')")
+
+
+@pytest.fixture
+def owned_db(pg: LocalPostgres) -> Iterator[str]:
+    """A fresh, empty database on the test cluster; yields its name."""
+    name = "bombom_owned"
+    with psycopg.connect(pg.url("postgres"), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        conn.execute(f"CREATE DATABASE {name}")
+    yield name
+    with psycopg.connect(pg.url("postgres"), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_init_db_owner_runs_the_admin_side_without_a_superuser(
+        env: Env, pg: LocalPostgres, owned_db: str) -> None:
+    superuser, owner = pg.url(owned_db), pg.url(owned_db, user="bombom_admin")
+    r = bombom(env, "init-db", "--owner", "bombom_admin", "--delivery-role", "bombom_deliver",
+               "--lookup-role", "bombom_lookup", url=superuser)
+    assert r.returncode == 0, r.stderr
+    with psycopg.connect(superuser) as conn:
+        owners = set(conn.execute(
+            "SELECT tableowner FROM pg_tables WHERE schemaname = 'public'").fetchall())
+        assert owners == {("bombom_admin",)}
+        assert not conn.execute("SELECT rolsuper OR rolcreaterole FROM pg_roles "
+                                "WHERE rolname = 'bombom_admin'").fetchone()[0]
+    r = bombom(env, "members", "add", "Carol+News@Bombom.News", url=owner)
+    assert r.returncode == 0 and "added carol@bombom.news" in r.stdout, r.stderr
+    r = bombom(env, "init-db", "--delivery-role", "bombom_deliver", url=owner)  # upgrades, too
+    assert r.returncode == 0 and "schema is up to date" in r.stdout, r.stderr
+    r = bombom(env, "init-db", "--owner", "bombom_admin", url=superuser)  # twice: no change
+    assert r.returncode == 0 and "schema is up to date" in r.stdout, r.stderr
+
+
+# -- what install.sh asks the package ---------------------------------------------------------
+
+def test_time_limit_follows_the_deadline_constants() -> None:
+    assert time_limit(60) == 60 + GRACE + STARTUP_MARGIN
+    assert time_limit(59.2) == 85 and time_limit(1) > 1 + GRACE
+
+
+def test_passwords_go_into_and_out_of_dsns_without_loss() -> None:
+    password = "p@ss:w/o%rd\\ 봄"
+    dsn = with_password("postgresql://bombom_lookup@127.0.0.1:5432/bombom", password)
+    assert psycopg.conninfo.conninfo_to_dict(dsn)["password"] == password
+    bare = without_password(dsn, "/etc/bombom/lookup.pgpass")  # type: ignore[arg-type]
+    assert password not in bare and "%40" not in bare
+    assert bare == ("postgresql://bombom_lookup@127.0.0.1:5432/bombom"
+                    "?passfile=/etc/bombom/lookup.pgpass")
+    assert pgpass_password(pgpass_line(password)) == password
+    assert with_password(dsn, "other") == dsn  # a DSN's own password wins
+
+
+def test_settings_keep_earlier_passwords(tmp_path) -> None:  # noqa: ANN001
+    environ = {"DEADLINE": "60", "CONFIG_FILE": str(tmp_path / "bombom.conf"),
+               "ADMIN_CONFIG": str(tmp_path / "admin.conf"),
+               "LOOKUP_PASSFILE": str(tmp_path / "lookup.pgpass"),
+               "DELIVERY_DSN": "postgresql://bombom_deliver@127.0.0.1:5432/bombom",
+               "LOOKUP_DSN": "postgresql://bombom_lookup@127.0.0.1:5432/bombom",
+               "ADMIN_DSN": "postgresql://bombom_admin@127.0.0.1:5432/bombom",
+               "BOMBOM_DELIVERY_PASSWORD": "d1", "BOMBOM_LOOKUP_PASSWORD": "l:1"}
+    first = settings(environ)
+    assert first["TIME_LIMIT"] == str(time_limit(60))
+    assert (first["DELIVERY_ROLE"], first["LOOKUP_ROLE"]) == ("bombom_deliver", "bombom_lookup")
+    assert first["DELIVERY_PASSWORD"] == "d1" and len(first["ADMIN_PASSWORD"]) == 32
+    # what install.sh and make db write from them
+    (tmp_path / "bombom.conf").write_text(f'database_url = "{first["DELIVERY_DSN"]}"\n')
+    (tmp_path / "admin.conf").write_text(f'database_url = "{first["ADMIN_DSN"]}"\n')
+    (tmp_path / "lookup.pgpass").write_text(first["LOOKUP_PASSFILE_LINE"] + "\n")
+    del environ["BOMBOM_DELIVERY_PASSWORD"], environ["BOMBOM_LOOKUP_PASSWORD"]
+    again = settings(environ)
+    assert again == first
+
+
+def test_postfix_settings_refuses_a_bad_dsn_in_one_line(env: Env) -> None:
+    r = subprocess.run([sys.executable, "-m", "bombom_pipe.admin", "postfix-settings"],
+                       capture_output=True, text=True,
+                       env={**os.environ, "DEADLINE": "60", "CONFIG_FILE": "/nonexistent",
+                            "ADMIN_CONFIG": "/nonexistent", "LOOKUP_PASSFILE": "/nonexistent",
+                            "DELIVERY_DSN": "postgresql://bombom_deliver@/x?bogus=1",
+                            "LOOKUP_DSN": "postgresql://l@/x", "ADMIN_DSN": "postgresql://a@/x"})
+    out = one_line_refusal(r)
+    assert "DELIVERY_DSN" in out
