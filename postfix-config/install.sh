@@ -2,14 +2,19 @@
 # Put bombom-deliver behind Postfix, or take it away again. `make install`, `make uninstall` and
 # `make db` run this; tests/test_postfix.py runs the same script with test paths.
 #
-#   install.sh install     venv, pipe user, spool, config file, Postfix settings, check, reload
-#   install.sh uninstall   put back the Postfix settings we changed (venv, config, spool stay)
-#   install.sh init-db     as the postgres superuser: database, schema, the two roles
+#   install.sh install     venv, `bombom` on PATH, pipe user, spool, config files, Postfix
+#                          settings, check, reload
+#   install.sh init-db     the database, its owner role (the admin side), schema, the delivery and
+#                          lookup roles, /etc/bombom/admin.conf for root; then checks the lookup
+#   install.sh uninstall   put back the Postfix settings we changed (venv, config, spool stay);
+#                          refused while mail for the service domains is queued, unless FORCE=1
 #
 # Settings come from the environment; the defaults suit a Debian host with Postfix and the local
-# PostgreSQL cluster (see docs/postfix.md). Passwords come from BOMBOM_DELIVERY_PASSWORD and
-# BOMBOM_LOOKUP_PASSWORD (never argv) and are put into DSNs that carry none. Running `install`
-# twice changes nothing the second time.
+# PostgreSQL cluster (see docs/postfix.md). Passwords come from BOMBOM_DELIVERY_PASSWORD,
+# BOMBOM_LOOKUP_PASSWORD and BOMBOM_ADMIN_PASSWORD (never argv), else from an earlier install
+# (the admin role's is made up once); they are put into DSNs that carry none. What needs parsing
+# or arithmetic (DSNs, Postfix's time limit) comes from the package: `bombom postfix-settings`.
+# Running `install` twice changes nothing the second time.
 set -euo pipefail
 umask 022
 
@@ -23,6 +28,11 @@ PIPE_USER=${PIPE_USER:-bombom}
 DATABASE=${DATABASE:-bombom}
 DELIVERY_DSN=${DELIVERY_DSN:-postgresql://bombom_deliver@127.0.0.1:5432/$DATABASE}
 LOOKUP_DSN=${LOOKUP_DSN:-postgresql://bombom_lookup@127.0.0.1:5432/$DATABASE}
+ADMIN_DSN=${ADMIN_DSN:-postgresql://bombom_admin@127.0.0.1:5432/$DATABASE}   # the schema owner
+ADMIN_CONFIG=${ADMIN_CONFIG:-$(dirname "$CONFIG_FILE")/admin.conf}      # root's, by make db
+LOOKUP_PASSFILE=${LOOKUP_PASSFILE:-$(dirname "$CONFIG_FILE")/postfix-lookup.pgpass}
+BIN_DIR=${BIN_DIR:-/usr/local/bin}                    # where `bombom` is linked
+LOGROTATE_DIR=${LOGROTATE_DIR:-/etc/logrotate.d}      # for a LOG file
 DEADLINE=${DEADLINE:-60}                              # bombom-deliver's deadline_seconds
 MAXPROC=${MAXPROC:-8}                                 # parallel deliveries = DB connections
 MESSAGE_SIZE_LIMIT=${MESSAGE_SIZE_LIMIT:-20480000}
@@ -31,17 +41,20 @@ PYTHON=${PYTHON:-/usr/bin/python3}                    # the pipe user must be ab
 if [[ -z ${LOG:-} ]]; then                            # no syslog daemon: no /dev/log
   if [[ -S /dev/log ]]; then LOG=syslog; else LOG=/var/log/bombom/deliver.log; fi
 fi
-LOOKUP_HOSTS="" LOOKUP_DBNAME="" LOOKUP_PASSWORD=""    # filled in from LOOKUP_DSN
+DOMAIN_LIST=$(tr -s ', ' ',,' <<<"$DOMAINS" | sed 's/^,//; s/,$//')   # a,b for the config files
 CHANGED=0                                              # reload Postfix only when something changed
 
 SERVICE=bombom                                         # the master.cf name; main.cf uses bombom_*
 MAP=$POSTFIX_CONFIG_DIR/bombom-recipients.cf
-PASSFILE=$POSTFIX_CONFIG_DIR/bombom-recipients.pgpass   # the lookup password, for libpq
+OLD_PASSFILE=$POSTFIX_CONFIG_DIR/bombom-recipients.pgpass  # earlier installs kept it there
 PRIOR=$POSTFIX_CONFIG_DIR/bombom-prior-settings        # what `uninstall` puts back
 VENV=$PREFIX/venv
-TIME_LIMIT=$((DEADLINE + 5 + 20))                      # deadline + watchdog grace + margin
-VARS=(DOMAINS PREFIX CONFIG_FILE SPOOL_DIR PIPE_USER DELIVERY_DSN LOOKUP_HOSTS LOOKUP_DBNAME DEADLINE
-      MAXPROC MESSAGE_SIZE_LIMIT POSTFIX_CONFIG_DIR TIME_LIMIT LOG)
+# from `bombom postfix-settings` (load_settings)
+SETTINGS=(TIME_LIMIT DELIVERY_DSN DELIVERY_ROLE DELIVERY_PASSWORD LOOKUP_HOSTS LOOKUP_DBNAME
+          LOOKUP_ROLE LOOKUP_PASSWORD LOOKUP_PASSFILE_LINE ADMIN_DSN ADMIN_ROLE ADMIN_PASSWORD)
+VARS=(DOMAINS DOMAIN_LIST PREFIX CONFIG_FILE SPOOL_DIR PIPE_USER DELIVERY_DSN LOOKUP_HOSTS
+      LOOKUP_DBNAME LOOKUP_PASSFILE ADMIN_DSN DEADLINE MAXPROC MESSAGE_SIZE_LIMIT
+      POSTFIX_CONFIG_DIR TIME_LIMIT LOG LOGROTATE_DIR)
 
 say() { printf 'bombom install: %s\n' "$*"; }
 die() { printf 'bombom install: error: %s\n' "$*" >&2; exit 1; }
@@ -56,36 +69,17 @@ render() {
   done <"$1"
 }
 
-# Put the password from the environment into a DSN that has none (URL-encoded).
-with_password() {
-  "$PYTHON" - "$1" "$2" <<'EOF'
-import sys
-from urllib.parse import quote, urlsplit, urlunsplit
-dsn, password = sys.argv[1], sys.argv[2]
-u = urlsplit(dsn)
-if password and u.password is None and u.username:
-    host = u.netloc.split("@", 1)[1]
-    u = u._replace(netloc=f"{u.username}:{quote(password, safe='')}@{host}")
-print(urlunsplit(u))
-EOF
-}
-
-# The lookup DSN without its password (Postfix writes the host string into the mail log when the
-# database is unreachable), plus a libpq passfile for the password. Prints the URI for "hosts =",
-# the database name and the password, one a line.
-lookup_parts() {
-  "$PYTHON" - "$1" "$2" <<'EOF'
-import sys
-from urllib.parse import unquote, urlsplit, urlunsplit
-u, passfile = urlsplit(sys.argv[1]), sys.argv[2]
-password = unquote(u.password or "")
-if u.password is not None:
-    u = u._replace(netloc=u.netloc.replace(":" + u.password + "@", "@", 1))
-    u = u._replace(query=f"{u.query}{'&' if u.query else ''}passfile={passfile}")
-print(urlunsplit(u))
-print(u.path.lstrip("/") or "bombom")
-print(password)
-EOF
+# The values in SETTINGS, computed by the installed package from our variables (exported to
+# it; passwords only ever in the environment). NAME=value lines; nothing is evaluated.
+load_settings() {
+  local out line name
+  export DEADLINE DELIVERY_DSN LOOKUP_DSN ADMIN_DSN CONFIG_FILE ADMIN_CONFIG LOOKUP_PASSFILE
+  out=$("$VENV/bin/bombom" postfix-settings) || die "cannot compute the settings (above)"
+  while IFS= read -r line; do
+    name=${line%%=*}
+    [[ " ${SETTINGS[*]} " == *" $name "* ]] && printf -v "$name" '%s' "${line#*=}"
+  done < <(printf '%s\n' "$out")
+  return 0
 }
 
 # Write $2 from stdin only when the content differs; then set owner and mode either way.
@@ -117,7 +111,6 @@ preflight() {
   command -v postconf >/dev/null || die "Postfix is not installed (apt-get install postfix postfix-pgsql)"
   pf postconf -m | grep -qx pgsql || die "no pgsql lookup tables (apt-get install postfix-pgsql)"
   [[ -f $POSTFIX_CONFIG_DIR/main.cf ]] || die "$POSTFIX_CONFIG_DIR/main.cf missing: configure Postfix first (docs/postfix.md)"
-  [[ $DEADLINE =~ ^[0-9]+$ && $DEADLINE -ge 1 ]] || die "DEADLINE must be whole seconds"
   [[ $MAXPROC =~ ^[0-9]+$ && $MAXPROC -ge 1 ]] || die "MAXPROC must be a number"
   "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || die "$PYTHON cannot make a venv (apt-get install python3-venv)"
   local d key
@@ -158,17 +151,29 @@ install_files() {
     [[ -d $(dirname "$LOG") ]] || install -d -o "$PIPE_USER" -g adm -m 0750 "$(dirname "$LOG")"
     [[ -f $LOG ]] || install -o "$PIPE_USER" -g adm -m 0640 /dev/null "$LOG"
   fi
-  install -d -m 0755 "$(dirname "$CONFIG_FILE")"
-  [[ $DELIVERY_DSN != *[\"\\]* ]] || die "DELIVERY_DSN must not contain \" or \\"
+  install -d -m 0755 "$(dirname "$CONFIG_FILE")" "$(dirname "$LOOKUP_PASSFILE")"
   install_file "$CONFIG_FILE" "root:$PIPE_USER" 0640 < <(render "$HERE/bombom.conf")
   install_file "$MAP" "root:postfix" 0640 < <(render "$HERE/bombom-recipients.cf")
-  if [[ -n $LOOKUP_PASSWORD ]]; then  # libpq ignores a passfile that others may read
-    local escaped=${LOOKUP_PASSWORD//\\/\\\\}
-    install_file "$PASSFILE" "postfix:postfix" 0600 < <(printf '*:*:*:*:%s\n' "${escaped//:/\\:}")
-  elif [[ -f $PASSFILE ]]; then
-    rm -f "$PASSFILE"
-    CHANGED=1
+  # the lookup password, for libpq in proxymap (which runs as postfix): outside Postfix's
+  # directory, which must hold only root's files; libpq ignores a passfile others may read
+  if [[ -n $LOOKUP_PASSFILE_LINE ]]; then
+    install_file "$LOOKUP_PASSFILE" "postfix:postfix" 0600 < <(printf '%s\n' "$LOOKUP_PASSFILE_LINE")
   fi
+  rm -f "$OLD_PASSFILE"
+  if [[ $LOG == /* ]]; then
+    install -d -m 0755 "$LOGROTATE_DIR"
+    install_file "$LOGROTATE_DIR/bombom" root:root 0644 < <(render "$HERE/logrotate")
+  fi
+}
+
+# `bombom` on PATH: a link to the venv's command (replaced only if it is our link).
+link_command() {
+  local link=$BIN_DIR/bombom
+  [[ -L $link && $(readlink "$link") == "$VENV/bin/bombom" ]] && return 0
+  [[ -e $link && ! -L $link ]] && die "$link exists and is not a link to $VENV/bin/bombom"
+  install -d -m 0755 "$BIN_DIR"
+  ln -sfn "$VENV/bin/bombom" "$link"
+  say "linked $link"
 }
 
 # Remember, once, what each setting we change was before (for `uninstall`), and keep backups.
@@ -219,57 +224,61 @@ check_and_reload() {
   fi
 }
 
+# Can Postfix ask the database who is a member? Not found is the answer we expect; anything on
+# stderr means the database could not be asked. Sets LOOKUP_ERROR.
+LOOKUP_ERROR=""
 probe_lookup() {
-  # not found is what we expect; anything on stderr means the database could not be asked
-  local err d=${DOMAINS%%[ ,]*}
-  err=$(pf postmap -q "no-such-member-probe@$d" "pgsql:$MAP" 2>&1 >/dev/null) || true
-  if [[ -n $err ]]; then
-    say "WARNING: the recipient lookup cannot query the database (LOOKUP_DSN, pg_hba.conf, make db):"
-    say "  ${err%%$'\n'*}"
-    say "  until it can, smtpd answers 451 4.3.0 to every recipient"
-  fi
-}
-
-# The passwords of an earlier install, so that running `make install` again without the
-# BOMBOM_*_PASSWORD variables keeps them instead of writing DSNs without any. Prints two lines:
-# the delivery password (from CONFIG_FILE), the lookup password (from the passfile).
-installed_passwords() {
-  "$PYTHON" - "$CONFIG_FILE" "$PASSFILE" <<'EOF'
-import sys, tomllib
-from urllib.parse import unquote, urlsplit
-try:
-    with open(sys.argv[1], "rb") as f:
-        print(unquote(urlsplit(tomllib.load(f).get("database_url", "")).password or ""))
-except (OSError, ValueError):
-    print("")
-try:
-    line = open(sys.argv[2]).readline().rstrip("\n")
-    print(line.split(":", 4)[4].replace("\\:", ":").replace("\\\\", "\\"))
-except (OSError, IndexError):
-    print("")
-EOF
+  local d=${DOMAINS%%[ ,]*}
+  LOOKUP_ERROR=$(pf postmap -q "no-such-member-probe@$d" "pgsql:$MAP" 2>&1 >/dev/null) || true
+  LOOKUP_ERROR=${LOOKUP_ERROR%%$'\n'*}
+  [[ -z $LOOKUP_ERROR ]] && say "lookup OK"
+  [[ -z $LOOKUP_ERROR ]]
 }
 
 cmd_install() {
-  local old_delivery old_lookup
-  { read -r old_delivery; read -r old_lookup; } < <(installed_passwords)
-  LOOKUP_DSN=$(with_password "$LOOKUP_DSN" "${BOMBOM_LOOKUP_PASSWORD:-$old_lookup}")
-  DELIVERY_DSN=$(with_password "$DELIVERY_DSN" "${BOMBOM_DELIVERY_PASSWORD:-$old_delivery}")
-  { read -r LOOKUP_HOSTS; read -r LOOKUP_DBNAME; read -r LOOKUP_PASSWORD; } \
-    < <(lookup_parts "$LOOKUP_DSN" "$PASSFILE")
   preflight
   install_venv
+  if [[ -f $OLD_PASSFILE && ! -e $LOOKUP_PASSFILE ]]; then  # keep an earlier install's password
+    install -d -m 0755 "$(dirname "$LOOKUP_PASSFILE")"
+    mv "$OLD_PASSFILE" "$LOOKUP_PASSFILE"
+  fi
+  load_settings
   install_files
+  link_command
   remember_prior
   apply_postfix
   check_and_reload
-  probe_lookup
+  if probe_lookup; then
+    :
+  elif [[ ! -f $ADMIN_CONFIG ]]; then  # before `make db` there is no database yet: the next step
+    say "next: make db (creates the database; it checks the recipient lookup again)"
+  else
+    die "the recipient lookup cannot query the database: $LOOKUP_ERROR
+  (LOOKUP_DSN, pg_hba.conf, the lookup role's password); until it can, smtpd answers 451 4.3.0"
+  fi
   say "done: mail for $DOMAINS goes to $VENV/bin/bombom-deliver as $PIPE_USER"
+}
+
+# Mail for our domains still in the queue would be routed elsewhere once the service is gone
+# (with the MX pointing here: a loop, then a bounce to the publisher).
+refuse_while_queued() {
+  local queue d domains
+  [[ ${FORCE:-} == 1 ]] && return 0
+  queue=$(pf postqueue -j 2>&1) || die "cannot read the mail queue ($queue); FORCE=1 to uninstall anyway"
+  domains="$DOMAINS $(pf postconf -xh virtual_mailbox_domains 2>/dev/null || true)"
+  for d in ${domains//,/ }; do
+    grep -Fiq "@$d\"" <<<"$queue" && die "mail for $d is still queued (postqueue -p): after uninstall
+  Postfix would deliver it elsewhere. Let it drain first (database up, postqueue -f); or put it
+  on hold (postsuper -h ALL), uninstall with FORCE=1, and release it (postsuper -H ALL) only
+  after installing again (docs/postfix.md)"
+  done
+  return 0
 }
 
 cmd_uninstall() {
   [[ $(id -u) == 0 ]] || die "run as root"
   local line key
+  refuse_while_queued
   if pf postconf -M "$SERVICE/unix" 2>/dev/null | grep -q .; then
     pf postconf -MX "$SERVICE/unix"
     say "master.cf: removed the $SERVICE service"
@@ -289,30 +298,37 @@ cmd_uninstall() {
   fi
   # bombom_* parameters without the service would only draw "unused parameter" warnings
   { pf postconf -n | grep -o "^${SERVICE}_[a-z_]*" || true; } | xargs -r -n1 "postconf" -c "$POSTFIX_CONFIG_DIR" -X
-  rm -f "$MAP" "$PASSFILE"
+  rm -f "$MAP" "$OLD_PASSFILE"
   CHANGED=1
   check_and_reload
-  say "left in place: $VENV, $CONFIG_FILE, $SPOOL_DIR (raw mail), user $PIPE_USER, backups *.bombom-orig"
+  say "left in place: $VENV, $BIN_DIR/bombom, $CONFIG_FILE, $ADMIN_CONFIG, $LOOKUP_PASSFILE (for"
+  say "  a later install), $SPOOL_DIR (raw mail), user $PIPE_USER, backups *.bombom-orig"
 }
 
-# As the postgres OS user: create the database, the schema and the two least-privilege roles,
-# with the passwords from BOMBOM_DELIVERY_PASSWORD / BOMBOM_LOOKUP_PASSWORD.
+# As the postgres OS user (the local cluster's superuser, peer authentication on its default
+# socket; PGHOST/PGPORT choose another): the database, its owner role, the schema created as that
+# owner, the delivery and lookup roles. Then root's admin config, and the lookup check again.
 cmd_init_db() {
   [[ $(id -u) == 0 ]] || die "run as root"
   [[ -x $VENV/bin/bombom ]] || die "$VENV missing: run 'make install' first"
+  [[ $DATABASE =~ ^[a-z_][a-z0-9_]*$ ]] || die "DATABASE must be a plain lower-case name"
   local conf
-  # the local cluster's default socket, as its superuser (peer authentication)
+  load_settings
   runuser -u postgres -- psql -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$DATABASE'" |
     grep -q 1 || runuser -u postgres -- createdb "$DATABASE"
-  conf=$(mktemp /tmp/bombom-admin.XXXXXX)
+  conf=$(mktemp /tmp/bombom-init-db.XXXXXX)
   trap 'rm -f "$conf"' RETURN
   printf 'database_url = "postgresql:///%s"\nlog = "stderr"\n' "$DATABASE" >"$conf"
   chown postgres "$conf"; chmod 0600 "$conf"
-  runuser -u postgres -- env BOMBOM_CONFIG="$conf" "$VENV/bin/bombom" init-db \
-    --delivery-role "$(dbuser_of "$DELIVERY_DSN")" --lookup-role "$(dbuser_of "$LOOKUP_DSN")"
+  BOMBOM_DELIVERY_PASSWORD=$DELIVERY_PASSWORD BOMBOM_LOOKUP_PASSWORD=$LOOKUP_PASSWORD \
+  BOMBOM_ADMIN_PASSWORD=$ADMIN_PASSWORD runuser -u postgres -- \
+    env BOMBOM_CONFIG="$conf" "$VENV/bin/bombom" init-db --owner "$ADMIN_ROLE" \
+      --delivery-role "$DELIVERY_ROLE" --lookup-role "$LOOKUP_ROLE"
+  install -d -m 0755 "$(dirname "$ADMIN_CONFIG")"
+  install_file "$ADMIN_CONFIG" root:root 0600 < <(render "$HERE/admin.conf")
+  probe_lookup || die "the recipient lookup cannot query the database: $LOOKUP_ERROR
+  (LOOKUP_DSN, pg_hba.conf; run 'make install' again if the lookup password changed)"
 }
-
-dbuser_of() { "$PYTHON" -c 'import sys, urllib.parse as p; print(p.urlsplit(sys.argv[1]).username)' "$1"; }
 
 case ${1:-} in
   install) cmd_install ;;

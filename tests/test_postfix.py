@@ -42,6 +42,8 @@ def install_env(base: Path, pg: LocalPostgres, **overrides: str) -> dict[str, st
         "CONFIG_FILE": str(base / "etc-bombom" / "bombom.conf"),
         "SPOOL_DIR": str(base / "spool"),
         "LOG": str(base / "log" / "deliver.log"),
+        "BIN_DIR": str(base / "bin"),
+        "LOGROTATE_DIR": str(base / "logrotate.d"),
         "DELIVERY_DSN": pg.url(user="bombom_deliver"),
         "LOOKUP_DSN": pg.url(user="bombom_lookup"),
         "DEADLINE": str(DEADLINE),
