@@ -28,14 +28,22 @@ fuzz: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(VENV)/bin/pytest benchmarks -s
 
-# Install what is missing from Debian's packages (needs root; skipped when all is there).
+# Install what is missing from Debian's packages (needs root; skipped when all is there). As root
+# also Postfix with its pgsql tables, for the tests' private instance (the host's own Postfix stays
+# unconfigured: "No configuration"), and logrotate, which checks the installed snippet.
 deps:
 	@missing=""; \
 	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
 	command -v setpriv >/dev/null || missing="$$missing util-linux"; \
+	if [ "$$(id -u)" = 0 ]; then \
+	  [ -x /usr/sbin/postconf ] || missing="$$missing postfix"; \
+	  [ -e /usr/lib/postfix/postfix-pgsql.so ] || missing="$$missing postfix-pgsql"; \
+	  command -v logrotate >/dev/null || [ -x /usr/sbin/logrotate ] || missing="$$missing logrotate"; \
+	fi; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
+	  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	fi
 
@@ -48,10 +56,14 @@ clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
 
 # -- Postfix in front (as root): docs/postfix.md --------------------------------------------------
-# make install   venv in $(PREFIX)/venv, user $(PIPE_USER), spool, $(CONFIG_FILE), Postfix settings
-# make db        the database, its schema and the two roles (as the local postgres superuser)
-# make uninstall put back the Postfix settings install changed
-# Passwords: BOMBOM_DELIVERY_PASSWORD and BOMBOM_LOOKUP_PASSWORD in the environment, never here.
+# make install   venv in $(PREFIX)/venv, bombom on PATH, user $(PIPE_USER), spool, $(CONFIG_FILE),
+#                Postfix settings
+# make db        the database, its owner role, schema and the two roles (as the local postgres
+#                superuser), root's admin config; checks the recipient lookup ("lookup OK")
+# make uninstall put back the Postfix settings install changed; refused while mail for $(DOMAINS)
+#                is queued, unless FORCE=1 (docs/postfix.md)
+# Passwords: BOMBOM_DELIVERY_PASSWORD and BOMBOM_LOOKUP_PASSWORD (and BOMBOM_ADMIN_PASSWORD) in the
+# environment, never here; a later install keeps them.
 DOMAINS      ?= bombom.news
 PREFIX       ?= /opt/bombom
 CONFIG_FILE  ?= /etc/bombom/bombom.conf
