@@ -13,6 +13,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -94,7 +95,9 @@ def test_the_operators_walk(walk: tuple[Postfix, dict[str, str]], pg: LocalPostg
     admin_conf = Path(env["CONFIG_FILE"]).with_name("admin.conf")
     passfile = Path(env["CONFIG_FILE"]).with_name("postfix-lookup.pgpass")
 
-    # 4. make install, make db, postfix start
+    # 4. make install, make db, postfix start; no process shows a password in its argv meanwhile
+    watcher = ArgvWatcher(list(passwords.values()))
+    watcher.start()
     r = make("install", env, **passwords)
     assert r.returncode == 0, r.stdout + r.stderr
     assert not warnings(r), r.stdout + r.stderr
@@ -104,6 +107,8 @@ def test_the_operators_walk(walk: tuple[Postfix, dict[str, str]], pg: LocalPostg
     assert r.returncode == 0, r.stdout + r.stderr
     assert "lookup OK" in r.stdout
     assert (admin_conf.stat().st_mode & 0o777, admin_conf.owner()) == (0o600, "root")
+    watcher.stop()
+    assert watcher.scans > 10 and watcher.seen == [], watcher.seen
     postfix.start()
 
     # Postfix's directory holds only root's files: `postfix check` has nothing to say
@@ -186,6 +191,33 @@ def test_log_file_gets_rotated(walk: tuple[Postfix, dict[str, str]]) -> None:
 
 
 # -- helpers --------------------------------------------------------------------------------------
+
+class ArgvWatcher(threading.Thread):
+    """Scans every process's argv (what any local user can read in /proc) for the secrets."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__(daemon=True)
+        self.secrets = [s.encode() for s in secrets]
+        self.seen: list[str] = []
+        self.scans = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            for proc in Path("/proc").glob("[0-9]*"):
+                try:
+                    argv = (proc / "cmdline").read_bytes()
+                except OSError:
+                    continue
+                if any(s in argv for s in self.secrets):
+                    self.seen.append(argv.replace(b"\0", b" ").decode(errors="replace")[:200])
+            self.scans += 1
+            self.done.wait(0.005)  # a process lives far longer than this (interpreter start-up)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join()
+
 
 def postfix_smtp(postfix: Postfix):  # noqa: ANN201
     import smtplib
