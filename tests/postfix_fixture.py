@@ -47,9 +47,9 @@ def available() -> str | None:
     if os.geteuid() != 0:
         return "needs root (Postfix runs its pipe command as another user)"
     if not shutil.which("postconf", path="/usr/sbin:/usr/bin"):
-        return "Postfix is not installed (.ci/run installs postfix and postfix-pgsql)"
+        return "Postfix is not installed (as root, `make deps` installs postfix and postfix-pgsql)"
     if not Path("/usr/lib/postfix/postfix-pgsql.so").exists():
-        return "postfix-pgsql is not installed"
+        return "postfix-pgsql is not installed (as root, `make deps` installs it)"
     return None
 
 
