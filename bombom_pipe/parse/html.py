@@ -8,11 +8,15 @@ candidates. bs4 is imported lazily.
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 MAX_HTML_CHARS = 3_000_000  # larger bodies are analysed on this prefix only
+MAX_TAGS = 60_000  # start tags parsed; a bs4 element costs about 1 KB (corpus maximum: ~3000)
+MAX_OPEN_LINKS = 8  # nested <a> elements whose text is collected (HTML allows none)
+MAX_LINK_TEXT = 2000  # characters of link text collected per <a>
 PREHEADER_WINDOW = 400  # visible characters before which hidden text counts as a preheader
 
 _SKIP = frozenset({"script", "style", "head", "title", "noscript", "template", "xml", "meta",
@@ -26,9 +30,8 @@ _BLOCK = frozenset({"p", "div", "br", "tr", "td", "th", "li", "ul", "ol", "h1", 
 _HIDDEN_STYLE = re.compile(
     r"display:none|visibility:hidden|mso-hide:all|max-height:0(?![.\d]*[1-9])"
     r"|opacity:0(?:\.0+)?(?![.\d])"
-    r"|(?:^|;)(?:max-)?height:0(?:px)?(?:;|$).*overflow:hidden"
-    r"|overflow:hidden.*(?:^|;)(?:max-)?height:0(?:px)?(?:;|$)"
 )
+_ZERO_HEIGHT = frozenset({"height:0", "height:0px", "max-height:0", "max-height:0px"})
 _PREHEADER_CLASS = re.compile(r"pre-?header|preview-?text|mcnpreviewtext|preview_text|preheader",
                               re.IGNORECASE)
 # zero-width and padding characters newsletters use to pad preheaders
@@ -56,7 +59,13 @@ def is_hidden(tag: Any) -> bool:
     if tag.has_attr("hidden"):
         return True
     style = style_of(tag)
-    return bool(style and _HIDDEN_STYLE.search(style))
+    if not style:
+        return False
+    if _HIDDEN_STYLE.search(style):
+        return True
+    # a zero height that clips its content: one pass over the declarations, not a regex
+    # with two unbounded ``.*`` (quadratic on a long style)
+    return "overflow:hidden" in style and not _ZERO_HEIGHT.isdisjoint(style.split(";"))
 
 
 def classes_of(tag: Any) -> str:
@@ -120,15 +129,69 @@ class HtmlDoc:
 
 
 def load(html: str) -> HtmlDoc:
-    """Parse and walk an HTML body."""
+    """Parse and walk an HTML body (a prefix of MAX_HTML_CHARS and MAX_TAGS at most)."""
     from bs4 import BeautifulSoup
 
-    truncated = len(html) > MAX_HTML_CHARS
-    soup = BeautifulSoup(html[:MAX_HTML_CHARS], "html.parser")
-    doc = HtmlDoc(soup=soup, source=html, truncated=truncated)
+    prefix = _prefix(html)
+    soup = BeautifulSoup(defuse(prefix), "html.parser")
+    doc = HtmlDoc(soup=soup, source=html, truncated=len(prefix) < len(html))
     _walk(doc)
     doc.og_image = _meta_image(soup)
     return doc
+
+
+_START_TAG = re.compile(r"<[a-zA-Z]")
+
+
+def _prefix(html: str) -> str:
+    """The part of the body that is parsed: bounded in characters and in start tags."""
+    html = html[:MAX_HTML_CHARS]
+    if html.count("<") > MAX_TAGS:
+        beyond = next(itertools.islice(_START_TAG.finditer(html), MAX_TAGS, None), None)
+        if beyond is not None:
+            html = html[: beyond.start()]
+    return html
+
+
+# html.parser (CPython before 3.12.11/3.13.4) searches the rest of the document for the end of
+# every unterminated comment, tag or marked section, and for a ";" after every "&#" that starts
+# no character reference: quadratic on hostile input. Those constructs can only be text, so
+# they are escaped first; cutoffs are found once, on the reversed string.
+_BARE_CHARREF = re.compile(r"&#(?![0-9]|[xX][0-9a-fA-F])")
+_RISKY = re.compile(r"<!--|<!\[([a-zA-Z][-_.a-zA-Z0-9]*)")
+_COMMENT_END = re.compile(r">\s*--")  # reversed "--\s*>"
+_MS_END = re.compile(r">\s*\]")  # reversed "]\s*>"
+_SECTION_END = re.compile(r">\s*\]\s*\]")  # reversed "]\s*]\s*>"
+_MS_SECTIONS = frozenset({"if", "else", "endif"})
+_SECTIONS = frozenset({"temp", "cdata", "ignore", "include", "rcdata"})
+
+
+def defuse(html: str) -> str:
+    """Escape what html.parser would rescan to the end: the result parses in linear time."""
+    html = _BARE_CHARREF.sub("&amp;#", html)
+    last_gt = html.rfind(">") + 1
+    backwards = html[::-1]
+
+    def after(pattern: re.Pattern[str]) -> int:
+        match = pattern.search(backwards)
+        return len(html) - match.start() if match else 0
+
+    comment, ms_section, section = after(_COMMENT_END), after(_MS_END), after(_SECTION_END)
+    low = min(comment, ms_section, section, last_gt)
+
+    def escape(match: re.Match[str]) -> str:
+        start = low + match.start()
+        name = (match.group(1) or "").lower()
+        if match.group(0) == "<!--":
+            done = start >= comment
+        elif name in _MS_SECTIONS:
+            done = start >= ms_section
+        else:
+            done = name in _SECTIONS and start >= section
+        return "&lt;" + match.group(0)[1:] if done else match.group(0)
+
+    middle = _RISKY.sub(escape, html[low:last_gt])
+    return html[:low] + middle + html[last_gt:].replace("<", "&lt;")
 
 
 def _meta_image(soup: Any) -> str | None:
@@ -146,7 +209,7 @@ def _walk(doc: HtmlDoc) -> None:
 
     line: list[str] = []
     position = 0
-    anchors: list[tuple[Any, list[str], str, int]] = []  # (tag, text parts, before, position)
+    anchors: list[_Anchor] = []  # the open <a> elements, innermost last
     stack: list[tuple[Any, Any]] = [(iter(doc.soup.contents), None)]
 
     def flush() -> None:
@@ -163,18 +226,19 @@ def _walk(doc: HtmlDoc) -> None:
             closing = stack.pop()[1]
             if closing is None:
                 continue
-            if closing.name == "a" and anchors and anchors[-1][0] is closing:
-                tag, parts, before, start = anchors.pop()
-                href = tag.get("href")
+            if closing.name == "a" and anchors and anchors[-1].tag is closing:
+                anchor = anchors.pop()
+                href = closing.get("href")
                 if isinstance(href, str) and href.strip():
-                    doc.links.append(Link(href.strip(), collapse(" ".join(parts)), before, start))
+                    text = collapse(" ".join(anchor.parts))
+                    doc.links.append(Link(href.strip(), text, anchor.before, anchor.position))
             if closing.name in _BLOCK:
                 flush()
             continue
         if type(node) is NavigableString:
             line.append(str(node))
             for anchor in anchors:
-                anchor[1].append(str(node))
+                anchor.add(str(node))
             continue
         if not isinstance(node, Tag) or node.name in _SKIP:
             continue
@@ -187,21 +251,43 @@ def _walk(doc: HtmlDoc) -> None:
             continue
         if node.name in _BLOCK:
             flush()
-        if node.name == "a":
-            current = collapse("".join(line))
-            before = current or (doc.blocks[-1] if doc.blocks else "")
-            anchors.append((node, [], before[-80:], position))
+        if node.name == "a" and len(anchors) < MAX_OPEN_LINKS:
+            before = _tail(line) or (doc.blocks[-1][-80:] if doc.blocks else "")
+            anchors.append(_Anchor(node, before, position))
         stack.append((iter(node.contents), node))
     flush()
 
 
-def _image(doc: HtmlDoc, node: Any, position: int, anchors: list) -> None:
+@dataclass(slots=True)
+class _Anchor:
+    """An open <a>: its text so far (bounded), the text before it, its position."""
+
+    tag: Any
+    before: str
+    position: int
+    parts: list[str] = field(default_factory=list)
+    size: int = 0
+
+    def add(self, text: str) -> None:
+        if self.size < MAX_LINK_TEXT:
+            self.parts.append(text[: MAX_LINK_TEXT - self.size])
+            self.size += len(self.parts[-1])
+
+
+def _tail(line: list[str], keep: int = 80, scan: int = 4096) -> str:
+    """The end of ``collapse("".join(line))``, at most ``keep`` characters, read from the last
+    text pieces of the line only (it runs for every link, and a line can be long)."""
+    text = "".join(piece[-scan:] for piece in line[-32:])
+    return collapse(text[-scan:])[-keep:]
+
+
+def _image(doc: HtmlDoc, node: Any, position: int, anchors: list[_Anchor]) -> None:
     src = node.get("src")
     alt = node.get("alt")
     alt = collapse(alt) if isinstance(alt, str) else ""
     if alt:
         for anchor in anchors:
-            anchor[1].append(f" {alt} ")
+            anchor.add(f" {alt} ")
     if not isinstance(src, str) or not src.strip():
         return
     doc.images.append(
@@ -221,7 +307,40 @@ def fallback_text(html: str) -> str:
     """Tag-stripping text extraction for when the HTML cannot be walked."""
     import html as html_lib
 
-    body = re.sub(r"(?is)<(script|style|head)\b.*?</\1\s*>", " ", html[:MAX_HTML_CHARS])
-    body = re.sub(r"(?i)<(br|/p|/div|/tr|/li|/h\d)\b[^>]*>", "\n", body)
-    body = html_lib.unescape(re.sub(r"<[^>]*>", " ", body))
+    body = _drop_raw_blocks(html[:MAX_HTML_CHARS])
+    # a "<" after the last ">" starts no tag: leaving that tail out of the tag patterns keeps
+    # them linear (each "<" there would otherwise be scanned to the end)
+    end = body.rfind(">") + 1
+    tags, tail = body[:end], body[end:]
+    tags = re.sub(r"(?i)<(br|/p|/div|/tr|/li|/h\d)\b[^>]*>", "\n", tags)
+    body = html_lib.unescape(re.sub(r"<[^>]*>", " ", tags) + tail)
     return "\n".join(t for line in body.splitlines() if (t := collapse(line)))
+
+
+_RAW_OPEN = re.compile(r"<(script|style|head)\b", re.IGNORECASE)
+
+
+def _drop_raw_blocks(html: str) -> str:
+    """Replace ``<script|style|head ...>...</name>`` by a space, in one pass.
+
+    Each element ends at the first ``</name>`` after it; an element that is never closed is
+    kept. The next closing tag of each name is remembered, so no search is repeated.
+    """
+    out: list[str] = []
+    pos = 0
+    closes: dict[str, re.Match[str] | None] = {}
+    for match in _RAW_OPEN.finditer(html):
+        if match.start() < pos:
+            continue  # inside a block already dropped
+        name = match.group(1).lower()
+        close = closes.get(name, match)
+        if close is not None and close.start() < match.end():
+            close = re.compile(rf"</{name}\s*>", re.IGNORECASE).search(html, match.end())
+            closes[name] = close
+        if close is None:
+            continue  # never closed, nor is any later one of this name
+        out.append(html[pos : match.start()])
+        out.append(" ")
+        pos = close.end()
+    out.append(html[pos:])
+    return "".join(out)
