@@ -8,6 +8,7 @@ candidates. bs4 is imported lazily.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from dataclasses import dataclass, field
@@ -130,14 +131,30 @@ class HtmlDoc:
 
 def load(html: str) -> HtmlDoc:
     """Parse and walk an HTML body (a prefix of MAX_HTML_CHARS and MAX_TAGS at most)."""
-    from bs4 import BeautifulSoup
-
     prefix = _prefix(html)
-    soup = BeautifulSoup(defuse(prefix), "html.parser")
+    soup = _soup_class()(defuse(prefix), "html.parser")
     doc = HtmlDoc(soup=soup, source=html, truncated=len(prefix) < len(html))
     _walk(doc)
     doc.og_image = _meta_image(soup)
     return doc
+
+
+@functools.cache
+def _soup_class() -> type:
+    from bs4 import BeautifulSoup
+
+    class Soup(BeautifulSoup):
+        """BeautifulSoup without its linkage fix-up after each string.
+
+        The fix-up walks from the string's parent to the root (O(depth) per string: quadratic
+        on deep markup) looking for a next sibling; html.parser builds the tree in document
+        order, where no open element has one yet, so the walk never changes anything.
+        """
+
+        def _linkage_fixer(self, el: Any) -> None:
+            return None
+
+    return Soup
 
 
 _START_TAG = re.compile(r"<[a-zA-Z]")
