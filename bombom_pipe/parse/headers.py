@@ -22,7 +22,9 @@ MAX_HEADER_CHARS = 16384  # longer values are truncated before decoding
 _ENCODED_WORD = re.compile(r"=\?([^?\s]{1,75})\?([bBqQ])\?([^?]*)\?=")
 _FOLD = re.compile(r"\r?\n(?=[ \t])|\r(?=[ \t])")
 _NEWLINES = re.compile(r"[\r\n]+")
-_ADDR_FALLBACK = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~\-]+@[A-Za-z0-9.\-_]+[A-Za-z0-9]")
+_LOCAL = r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~\-]"
+_ADDR_LIKE = re.compile(rf"{_LOCAL}+@[A-Za-z0-9.\-_]+[A-Za-z0-9]")
+_ADDR_LIKE_RUN = re.compile(rf"(?<!{_LOCAL}){_LOCAL}+@[A-Za-z0-9.\-_]+[A-Za-z0-9]")
 _ADDR_VALID = re.compile(r"^[^\s<>\"(),;:\[\]\\]+@[^\s<>\"(),;:@\[\]\\]+$")
 _ANGLE = re.compile(r"<\s*([^<>]*?)\s*>")
 _SPACE = re.compile(r"\s+")
@@ -197,11 +199,14 @@ def _split_semicolons(value: str) -> list[str]:
     return parts
 
 
-def addresses(value: str | None, hint: str | None = None) -> tuple[list[tuple[str, str]], bool]:
-    """(display name, lower-case address) pairs from an address header; fallback flag."""
+def addresses(
+    value: str | None, hint: str | None = None, limit: int = MAX_HEADER_CHARS
+) -> tuple[list[tuple[str, str]], bool]:
+    """(display name, lower-case address) pairs from the first ``limit`` characters of an
+    address header; fallback flag. (The stdlib address parser costs ~0.1 ms per token.)"""
     if not value:
         return [], False
-    value = value[:MAX_HEADER_CHARS]
+    value = value[:limit]
     from email.utils import getaddresses
 
     pairs: list[tuple[str, str]] = []
@@ -215,7 +220,7 @@ def addresses(value: str | None, hint: str | None = None) -> tuple[list[tuple[st
         if "@" not in addr:
             continue
         if not _ADDR_VALID.match(addr):
-            found = _ADDR_FALLBACK.findall(addr)
+            found = find_addresses(addr)
             if not found:
                 continue
             addr, fallback = found[-1].lower(), True
@@ -223,13 +228,31 @@ def addresses(value: str | None, hint: str | None = None) -> tuple[list[tuple[st
         fallback = fallback or bad
         pairs.append((_SPACE.sub(" ", display).strip(), addr))
     if not pairs:
-        found = _ADDR_FALLBACK.findall(value)
+        found = find_addresses(value)
         if found:
             fallback = True
             name = value.split("<", 1)[0] if "<" in value else ""
             display = decode_words(name.strip().strip('"').strip(), hint)[0] if name else ""
             pairs.append((_SPACE.sub(" ", display).strip(), found[0].lower()))
     return pairs, fallback
+
+
+def find_addresses(text: str) -> list[str]:
+    """``_ADDR_LIKE.findall(text)`` in linear time.
+
+    findall retries at every character of a long run of address characters that has no "@"
+    (quadratic). Whether a try succeeds depends only on where the run ends, so only the first
+    position of each run is tried (and the position where the previous match ended).
+    """
+    found: list[str] = []
+    pos = 0
+    while True:
+        match = _ADDR_LIKE.match(text, pos) if pos else None
+        match = match or _ADDR_LIKE_RUN.search(text, pos)
+        if match is None:
+            return found
+        found.append(match.group())
+        pos = match.end()
 
 
 def angle_id(value: str | None) -> str | None:

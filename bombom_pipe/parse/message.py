@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 from . import bodies, mime
 from .charsets import clean_text, decode_fragment
 from .headers import (
+    MAX_HEADER_CHARS,
     Headers,
     addresses,
     angle_id,
@@ -20,6 +21,8 @@ from .headers import (
 from .result import Attachment, ParsedMessage, ParseError, Unsubscribe
 
 T = TypeVar("T")
+
+MAX_FIRST_ADDRESS_CHARS = 2048  # From, Sender, ...: read for their first address only
 
 _MAIL_HEADERS = frozenset({
     "from", "to", "cc", "subject", "date", "message-id", "received", "return-path", "sender",
@@ -154,7 +157,7 @@ def _header_fields(headers: Headers, hint: str | None, run: _Run) -> dict[str, A
         return " ".join(decoded.split())
 
     def first_address(name: str) -> tuple[str | None, str | None]:
-        pairs, fallback = addresses(headers.first(name), hint)
+        pairs, fallback = addresses(headers.first(name), hint, MAX_FIRST_ADDRESS_CHARS)
         if fallback:
             run.fallbacks.append(f"{name}: malformed address header, read leniently")
         return (pairs[0][1], pairs[0][0] or None) if pairs else (None, None)
@@ -166,8 +169,12 @@ def _header_fields(headers: Headers, hint: str | None, run: _Run) -> dict[str, A
         what = "read with dateutil" if sent_at else "unreadable"
         run.fallbacks.append(f"date: not RFC 5322, {what}")
     to: list[str] = []
+    budget = MAX_HEADER_CHARS  # for all To fields together
     for value in headers.all("to")[:20]:
-        pairs, fallback = addresses(value, hint)
+        if budget <= 0:
+            break
+        pairs, fallback = addresses(value, hint, budget)
+        budget -= len(value)
         if fallback:
             run.fallbacks.append("to: malformed address header, read leniently")
         to.extend(addr for _, addr in pairs)

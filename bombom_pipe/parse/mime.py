@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import binascii
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import Message
 
@@ -104,7 +105,8 @@ def repair_header(raw: bytes) -> tuple[bytes, list[str]] | None:
         text = raw.decode(codec, "replace").lstrip("\ufeff")
         raw = text.encode("utf-8", "surrogatepass").replace(b"\x00", b"")
         notes.append(f"message: whole file was {codec}, transcoded")
-    lines = raw.split(b"\n")
+    # only the header block is rewritten: split no further than MAX_REPAIR_LINES past its start
+    lines = raw.split(b"\n", 2 * MAX_REPAIR_LINES)
     start = next(
         (i for i, line in enumerate(lines[:MAX_REPAIR_LINES]) if _KNOWN_LINE.match(line)), None
     )
@@ -289,7 +291,7 @@ def _base64(data: bytes, index: int, fallbacks: list[str]) -> bytes:
 def _uudecode(data: bytes, index: int, fallbacks: list[str]) -> bytes:
     out = bytearray()
     started = False
-    for line in data.splitlines():
+    for line in _lines(data):
         if not started:
             started = line.startswith(b"begin ")
             continue
@@ -300,6 +302,19 @@ def _uudecode(data: bytes, index: int, fallbacks: list[str]) -> bytes:
         except (binascii.Error, ValueError):
             fallbacks.append(f"part {index}: damaged uuencode line skipped")
     return bytes(out) if started else data
+
+
+_LINE = re.compile(rb"([^\r\n]*)(?:\r\n|\r|\n)")
+
+
+def _lines(data: bytes) -> Iterator[bytes]:
+    """``data.splitlines()``, one line at a time (the list would cost ~40 bytes a line)."""
+    end = 0
+    for match in _LINE.finditer(data):
+        end = match.end()
+        yield match.group(1)
+    if end < len(data):
+        yield data[end:]
 
 
 def _flatten(messages: list, index: int, fallbacks: list[str]) -> bytes:

@@ -7,6 +7,7 @@ or on the plain text when a message has no HTML.
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,8 @@ from .html import HtmlDoc, Image, Link, collapse
 from .result import Unsubscribe
 
 PREVIEW_CHARS = 150
+MAX_TEXT_LINES = 5000  # lines of a plain-text body read for the preview and links
+MAX_TEXT_LINKS = 5000  # URLs read from a plain-text body
 MIN_PREVIEW_CHARS = 100
 
 UNSUBSCRIBE = re.compile(
@@ -70,7 +73,9 @@ NOT_CONTENT_IMAGE = re.compile(
     r"|kakao|badge|button|btn|divider|separator|arrow|bullet|app-?store|google-?play|avatar",
     re.IGNORECASE,
 )
-_EDGE_JUNK = re.compile(r"^[\s\-–—|·•*_=~]+|[\s\-–—|·•*_=~]+$")
+_EDGE_CHARS = "-–—|·•*_=~" + "".join(c for c in map(chr, range(0x3001)) if c.isspace())
+_URL_MARK = re.compile(r"https?://|www\.")
+_WHITESPACE = re.compile(r"\s")
 _URL_IN_TEXT = re.compile(r"(?:https?://|mailto:)[^\s<>\"'\])]+", re.IGNORECASE)
 _HANGUL = re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f\u3040-\u30ff\u4e00-\u9fff]")
 _WORD = re.compile(r"\w+(?:['’-]\w+)*")
@@ -152,7 +157,7 @@ def preview(doc: HtmlDoc | None, text: str) -> str | None:
         for _, hidden in doc.hidden:
             if len(hidden) >= 5 and not BOILERPLATE.search(hidden) and not _is_url(hidden):
                 return truncate(_tidy(hidden)) or None
-    blocks = doc.blocks if doc is not None else text.splitlines()
+    blocks = doc.blocks if doc is not None else first_lines(text, MAX_TEXT_LINES)
     pieces: list[str] = []
     size = 0
     for block in blocks:
@@ -169,20 +174,33 @@ def preview(doc: HtmlDoc | None, text: str) -> str | None:
     return truncate(joined) if joined else None
 
 
+def first_lines(text: str, count: int) -> list[str]:
+    """``text.splitlines()[:count]`` without splitting the whole text (a list of millions of
+    short lines costs tens of bytes each)."""
+    size = 1 << 16
+    while True:
+        lines = text[:size].splitlines()
+        if len(lines) > count or size >= len(text):
+            return lines[:count]
+        size *= 4
+
+
 def _tidy(text: str) -> str:
-    return _EDGE_JUNK.sub("", text)
+    # str.strip with a character set: a "[...]+$" regex is quadratic on long inner runs
+    return text.strip(_EDGE_CHARS)
 
 
 def _is_url(text: str) -> bool:
-    return bool(re.fullmatch(r"\S*(?:https?://|www\.)\S*", text))
+    # no "\S*...\S*" fullmatch: it backtracks over every "www." of a long token (quadratic)
+    return bool(_URL_MARK.search(text)) and not _WHITESPACE.search(text)
 
 
 def reading_minutes(text: str | None) -> int | None:
     """Minutes to read: Hangul (and CJK) by characters at 500/min, other words at 230/min."""
     if not text or not text.strip():
         return None
-    cjk = len(_HANGUL.findall(text))
-    words = len(_WORD.findall(_HANGUL.sub(" ", text)))
+    others, cjk = _HANGUL.subn(" ", text)  # counts without a list of every match
+    words = _WORD.subn("", others)[1]
     if not cjk and not words:
         return None
     return max(1, round(cjk / 500 + words / 230))
@@ -217,9 +235,9 @@ def text_links(text: str) -> list[Link]:
     links: list[Link] = []
     position = 0
     previous = ""
-    for line in text.splitlines()[:5000]:
-        for match in _URL_IN_TEXT.finditer(line):
-            before = collapse(line[: match.start()]) or previous
+    for line in first_lines(text, MAX_TEXT_LINES):
+        for match in itertools.islice(_URL_IN_TEXT.finditer(line), MAX_TEXT_LINKS - len(links)):
+            before = collapse(line[max(0, match.start() - 400) : match.start()]) or previous
             href = match.group(0).rstrip(".,;:!?")
             links.append(Link(href, "", before[-80:], position + match.start()))
         if stripped := collapse(_URL_IN_TEXT.sub(" ", line)):
