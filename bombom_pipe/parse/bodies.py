@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .charsets import Decoded, decode_bytes
-from .mime import Leaf, Tree
+from .mime import Leaf, Tree, decode
 
 BODY_TYPES = ("text/html", "text/plain")
 
@@ -44,7 +44,8 @@ def _scope(tree: Tree) -> int | None:
 
 
 def select(tree: Tree) -> Bodies:
-    """Decode the first text/html and text/plain body; everything else goes to ``others``."""
+    """Decode the first text/html and text/plain body; everything else in scope goes to
+    ``others``, its payload decoded."""
     out = Bodies()
     scope = _scope(tree)
     chosen: dict[str, Leaf] = {}
@@ -58,6 +59,10 @@ def select(tree: Tree) -> Bodies:
             chosen[leaf.content_type] = leaf
         else:
             out.others.append(leaf)
+    # decoded here, bodies first: parts no one uses (inside an embedded message kept whole)
+    # are never decoded, and all decoding shares one budget
+    chosen = {ctype: leaf for ctype, leaf in chosen.items() if decode(tree, leaf)}
+    out.others = [leaf for leaf in out.others if decode(tree, leaf)]
     for ctype, leaf in chosen.items():
         decoded = _decode(leaf, ctype == "text/html")
         out.charsets.append(decoded.charset)

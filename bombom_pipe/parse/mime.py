@@ -8,6 +8,7 @@ depth and part-count limits, so deep nesting or tens of thousands of parts stay 
 from __future__ import annotations
 
 import binascii
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ FEED_CHUNK = 1 << 16
 
 MAX_DEPTH = 40  # MIME nesting levels walked
 MAX_NODES = 2000  # parts examined; the rest are only counted
+MAX_DECODED_BYTES = 32 * 1024 * 1024  # decoded part bytes one message may produce
 
 _CTYPE = re.compile(r"^[a-z0-9!#$&^_.+\-]+/[a-z0-9!#$&^_.+\-]+$")
 _B64_JUNK = re.compile(rb"[^A-Za-z0-9+/]")
@@ -28,7 +30,7 @@ _B64_ODD = re.compile(rb"[^A-Za-z0-9+/=\s]|=\s*[A-Za-z0-9+/]")  # junk, or data 
 
 @dataclass(slots=True)
 class Leaf:
-    """One non-multipart part with its transfer encoding undone."""
+    """One non-multipart part; ``decode`` undoes its transfer encoding when the part is used."""
 
     index: int
     content_type: str
@@ -36,8 +38,11 @@ class Leaf:
     disposition: str | None  # "attachment", "inline" or None when absent
     filename: str | None  # decoded, not yet sanitized
     content_id: str | None
-    data: bytes
     inside: int | None  # index of the enclosing message/rfc822 leaf, None at top level
+    part: Message
+    cte: str  # Content-Transfer-Encoding, lower case
+    data: bytes = b""  # set by decode
+    decoded: bool = False
     fallbacks: list[str] = field(default_factory=list)
 
 
@@ -50,6 +55,7 @@ class Tree:
     enclosing: dict[int, int | None]  # message/rfc822 leaf index -> its own enclosing index
     fallbacks: list[str]
     skipped: list[str]
+    budget: int = MAX_DECODED_BYTES  # bytes decode may still produce
 
 
 def parse_bytes(data: bytes, headersonly: bool = False) -> Message:
@@ -231,7 +237,7 @@ def _leaf(
         dmain = dmain.strip().lower()
         disposition = dmain if dmain in ("attachment", "inline") else "attachment"
     filename = dparams.get("filename") or params.get("name") or None
-    data = _payload_bytes(part, headers, ctype, index, fallbacks)
+    cte = (headers.first("content-transfer-encoding") or "").strip().lower().split(";")[0]
     return Leaf(
         index=index,
         content_type=ctype,
@@ -239,15 +245,49 @@ def _leaf(
         disposition=disposition,
         filename=filename,
         content_id=angle_id(headers.first("content-id")),
-        data=data,
         inside=inside,
+        part=part,
+        cte=cte.strip().strip('"'),
         fallbacks=fallbacks,
     )
 
 
-def _payload_bytes(
-    part: Message, headers: Headers, ctype: str, index: int, fallbacks: list[str]
-) -> bytes:
+def decode(tree: Tree, leaf: Leaf) -> bool:
+    """Set ``leaf.data``: the payload with its transfer encoding undone, or an embedded
+    message regenerated. Only parts that are used get decoded, within the message's budget;
+    False (and a note in ``tree.skipped``) when the part would exceed it."""
+    if leaf.decoded:
+        return True
+    size = _decoded_size(leaf)
+    if size > tree.budget:
+        mib = MAX_DECODED_BYTES // (1024 * 1024)
+        tree.skipped.append(
+            f"part {leaf.index} ({leaf.content_type}, {size}): over the {mib} MB decoding "
+            "budget for one message, not decoded"
+        )
+        return False
+    leaf.data = _payload_bytes(leaf.part, leaf.cte, leaf.index, leaf.fallbacks)
+    leaf.decoded = True
+    tree.budget -= len(leaf.data)
+    return True
+
+
+def _decoded_size(leaf: Leaf) -> int:
+    """An upper bound of what decode produces, from the stored payload sizes."""
+    total = 0
+    stack = [leaf.part]
+    while stack:
+        part = stack.pop()
+        payload = getattr(part, "_payload", None)
+        if isinstance(payload, list):
+            stack.extend(p for p in payload if isinstance(p, Message))
+            total += sum(len(str(v)) + 4 for v in part.values())
+        elif isinstance(payload, str):
+            total += len(payload)
+    return total * 3 // 4 if leaf.cte == "base64" else total
+
+
+def _payload_bytes(part: Message, cte: str, index: int, fallbacks: list[str]) -> bytes:
     # the stored payload: get_payload() would already decode 8-bit text with replacement
     payload = getattr(part, "_payload", None)
     if isinstance(payload, list):
@@ -255,8 +295,6 @@ def _payload_bytes(
     if not isinstance(payload, str):
         return b""
     data = to_bytes(payload)
-    cte = (headers.first("content-transfer-encoding") or "").strip().lower().split(";")[0]
-    cte = cte.strip().strip('"')
     if cte == "base64":
         return _base64(data, index, fallbacks)
     if cte == "quoted-printable":
@@ -319,7 +357,6 @@ def _lines(data: bytes) -> Iterator[bytes]:
 
 def _flatten(messages: list, index: int, fallbacks: list[str]) -> bytes:
     """Bytes of an embedded message (message/rfc822 and friends), regenerated."""
-    from email.generator import BytesGenerator
     from io import BytesIO
 
     out = BytesIO()
@@ -327,8 +364,68 @@ def _flatten(messages: list, index: int, fallbacks: list[str]) -> bytes:
         if not isinstance(sub, Message):
             continue
         try:
-            BytesGenerator(out, mangle_from_=False, maxheaderlen=0).flatten(sub)
+            _generator()(out, mangle_from_=False, maxheaderlen=0).flatten(sub)
         except Exception as exc:  # noqa: BLE001 - regeneration is best effort
             name = type(exc).__name__
             fallbacks.append(f"part {index}: embedded message not regenerated ({name})")
     return out.getvalue()
+
+
+@functools.cache
+def _generator() -> type:
+    from email.generator import NLCRE, BytesGenerator
+
+    class Generator(BytesGenerator):
+        """BytesGenerator writing straight to its output, with the same bytes out.
+
+        The stdlib renders every part and embedded message into a buffer of its own and
+        copies it into its parent's (a copy per nesting level), and splits each payload into a
+        list of lines (tens of bytes per line); here payloads go out in 1 MiB pieces.
+        """
+
+        def _write(self, msg: Message) -> None:
+            if _invents_boundary(msg) or getattr(msg, "_write_headers", None) is not None:
+                super()._write(msg)  # headers may change after the body is rendered
+                return
+            self._write_headers(msg)
+            self._munge_cte = None
+            self._dispatch(msg)
+
+        def _handle_message(self, msg: Message) -> None:
+            if not isinstance(msg._payload, list):  # type: ignore[attr-defined]
+                super()._handle_message(msg)
+                return
+            self.clone(self._fp).flatten(msg.get_payload(0), unixfrom=False, linesep=self._NL)
+
+        def _handle_multipart(self, msg: Message) -> None:
+            parts = msg.get_payload()
+            if _invents_boundary(msg) or not isinstance(parts, list) or self._mangle_from_:
+                super()._handle_multipart(msg)
+                return
+            boundary = msg.get_boundary()
+            if msg.preamble is not None:
+                self._write_lines(msg.preamble)
+                self.write(self._NL)
+            self.write("--" + boundary + self._NL)
+            for i, part in enumerate(parts):
+                if i:
+                    self.write(self._NL + "--" + boundary + self._NL)
+                self.clone(self._fp).flatten(part, unixfrom=False, linesep=self._NL)
+            self.write(self._NL + "--" + boundary + "--" + self._NL)
+            if msg.epilogue is not None:
+                self._write_lines(msg.epilogue)
+
+        def _write_lines(self, lines: str) -> None:
+            pos, size = 0, len(lines)
+            while pos < size:
+                end = min(pos + FEED_CHUNK * 16, size)
+                if lines[end - 1] == "\r" and lines[end : end + 1] == "\n":
+                    end += 1  # keep a CRLF in one piece
+                self.write(NLCRE.sub(self._NL, lines[pos:end]))
+                pos = end
+
+    return Generator
+
+
+def _invents_boundary(msg: Message) -> bool:
+    return msg.get_content_maintype() == "multipart" and not msg.get_boundary()
