@@ -70,7 +70,7 @@ def _parse(raw: bytes, minimal: str | None = None) -> ParsedMessage:
     if minimal is None:
         msg, notes = mime.load(raw)
     else:
-        msg = mime.parse_bytes(raw.lstrip(), headersonly=True)
+        msg = mime.parse_bytes(mime.header_block(raw.lstrip()), headersonly=True)
         notes = [f"message: full parse failed ({minimal}), headers only"]
     run.fallbacks.extend(notes)
     headers = Headers.of(msg)

@@ -21,6 +21,12 @@ FEED_CHUNK = 1 << 16
 MAX_DEPTH = 40  # MIME nesting levels walked
 MAX_NODES = 2000  # parts examined; the rest are only counted
 MAX_DECODED_BYTES = 32 * 1024 * 1024  # decoded part bytes one message may produce
+# the stdlib parser keeps every line as a str object (~60 bytes each) until its part ends:
+# a message with more than MAX_LINES lines plus one per BYTES_PER_LINE bytes (base64 has one
+# per 78) gets only its header block parsed
+MAX_LINES = 100_000
+BYTES_PER_LINE = 32
+MAX_HEADER_LINES = 10_000
 
 _CTYPE = re.compile(r"^[a-z0-9!#$&^_.+\-]+/[a-z0-9!#$&^_.+\-]+$")
 _B64_JUNK = re.compile(rb"[^A-Za-z0-9+/]")
@@ -79,6 +85,10 @@ def load(raw: bytes) -> tuple[Message, list[str]]:
     stripped = raw.lstrip(b"\r\n\t \xef\xbb\xbf")
     if len(stripped) != len(raw):
         fallbacks.append("message: leading blank lines or BOM before the header removed")
+    lines = max(stripped.count(b"\n"), stripped.count(b"\r"))
+    if lines > (limit := MAX_LINES + len(stripped) // BYTES_PER_LINE):
+        fallbacks.append(f"mime: {lines} lines (over {limit}), header only, body unparsed")
+        return parse_bytes(header_block(stripped), headersonly=True), fallbacks
     try:
         return parse_bytes(stripped), fallbacks
     except RecursionError:
@@ -86,6 +96,16 @@ def load(raw: bytes) -> tuple[Message, list[str]]:
     except Exception as exc:  # noqa: BLE001 - fall back to a header-only parse
         fallbacks.append(f"mime: structure parse failed ({type(exc).__name__}), body unparsed")
     return parse_bytes(stripped, headersonly=True), fallbacks
+
+
+_BLANK_LINE = re.compile(rb"\r?\n\r?\n|\r\r")
+
+
+def header_block(data: bytes) -> bytes:
+    """The header block alone (up to the first blank line, MAX_HEADER_LINES lines at most)."""
+    end = _BLANK_LINE.search(data)
+    lines = data[: end.start() if end else len(data)].split(b"\n", MAX_HEADER_LINES)
+    return b"\n".join(lines[:MAX_HEADER_LINES]) + b"\n\n"
 
 
 _HEADER_LINE = re.compile(rb"^[!-9;-~]+:")
