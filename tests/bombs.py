@@ -55,3 +55,86 @@ BOMBS = {
     "base64_expansion": base64_expansion,
     "big_message": big_message,
 }
+
+
+# -- adversarial inputs per heuristic: make(size) -> a message of about `size` bytes -----------
+# Each targets one loop or pattern over untrusted text that was (or could be) super-linear.
+
+def _rep(unit: bytes, size: int) -> bytes:
+    return unit * max(1, size // len(unit))
+
+
+def _html(body: bytes) -> bytes:
+    return HEAD % (b"html", b"html") + b"Content-Type: text/html; charset=utf-8\r\n\r\n" + body
+
+
+def _html_base64(body: bytes) -> bytes:
+    return (HEAD % (b"html64", b"html64") + b"Content-Type: text/html; charset=utf-8\r\n"
+            b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.encodebytes(body))
+
+
+def _text(body: bytes) -> bytes:
+    return HEAD % (b"text", b"text") + b"Content-Type: text/plain; charset=utf-8\r\n\r\n" + body
+
+
+def _addresses(size: int) -> bytes:
+    fields = [b"From", b"Sender", b"X-Original-To", b"Delivered-To"] + [b"To"] * 20
+    value = _rep(b"=?", size // len(fields))
+    return (b"".join(name + b": " + value + b"\r\n" for name in fields)
+            + b"Subject: addresses\r\nMessage-ID: <addr@example.org>\r\n\r\nbody\r\n")
+
+
+def _nested_messages(size: int, levels: int = 38) -> bytes:
+    out = [HEAD % (b"nested", b"nested")]
+    for i in range(levels):
+        out.append(b"Content-Type: message/rfc822\r\n\r\nFrom: n%d@example.org\r\n"
+                   b"Subject: level %d\r\n" % (i, i))
+    out.append(b"Content-Type: application/octet-stream\r\n\r\n")
+    out.append(_rep(b"0123456789abcdef" * 4 + b"\r\n", size))
+    return b"".join(out)
+
+
+ADVERSARIAL = {
+    # html.py: hidden-style test on every tag; the tag-stripping fallback; html.parser's
+    # rescans of unterminated constructs; link text; deep markup
+    "hidden_style": lambda n: _html(b'<div style="' + _rep(b"height:0;", n) + b'">x</div>'),
+    "hidden_style_base64": lambda n: _html_base64(
+        b'<div style="' + _rep(b"height:0;", n * 3 // 4) + b'">x</div>'),
+    "fallback_text_head": lambda n: _html(b"<![foo bar" + _rep(b"<head ", n)),
+    "fallback_text_tags": lambda n: _html(b"<![foo bar" + _rep(b"<a ", n)),
+    "unterminated_start_tags": lambda n: _html(_rep(b"<meta ", n)),
+    "unterminated_comments": lambda n: _html(_rep(b"<!-- >", n)),
+    "unterminated_end_tags": lambda n: _html(_rep(b"</", n)),
+    "unterminated_sections": lambda n: _html(_rep(b"<![CDATA[ ]>", n)),
+    "unterminated_processing": lambda n: _html(_rep(b"<?", n)),
+    "bare_character_refs": lambda n: _html(_rep(b"&#", n) + b";"),
+    "inline_links": lambda n: _html(_rep(b'<a href="https://x.example/">y</a> ', n)),
+    "nested_links": lambda n: _html(_rep(b'<a href="https://x.example/">', n // 2)
+                                    + _rep(b"t<i></i>", n // 2)),
+    "deep_markup_text": lambda n: _html(_rep(b"<span>x ", n)),
+    "tiny_tags": lambda n: _html(_rep(b"<p>x</p>", n)),
+    # newsletter.py: preview, URL-only blocks, plain-text links, reading time
+    "url_like_block": lambda n: _html(b"<p>" + _rep(b"www.", n) + b" x</p>"),
+    "edge_junk_block": lambda n: _html(b"<p>" + _rep(b"- ", n) + b"x</p>"),
+    "text_url_line": lambda n: _text(_rep(b"https://a.example/ ", n)),
+    "text_short_lines": lambda n: _text(_rep(b"www.x\n", n)),
+    "text_hangul": lambda n: _text(_rep("봄봄 소식 ".encode(), n)),
+    # headers.py: address fields full of address-like garbage
+    "address_garbage": _addresses,
+    # mime.py: nesting, line counts, transfer encodings, header repair
+    "nested_messages": _nested_messages,
+    "short_lines": lambda n: (HEAD % (b"lines", b"lines")
+                              + b"Content-Type: application/octet-stream\r\n\r\n"
+                              + _rep(b"ab\n", n)),
+    "base64_junk": lambda n: (
+        HEAD % (b"b64", b"b64") + b'Content-Type: multipart/mixed; boundary="z"\r\n\r\n'
+        b"--z\r\nContent-Type: application/pdf; name=a.pdf\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n" + _rep(b"QUJD= \t!", n) + b"\r\n--z--\r\n"),
+    "uuencode_lines": lambda n: (
+        HEAD % (b"uu", b"uu") + b'Content-Type: multipart/mixed; boundary="z"\r\n\r\n'
+        b"--z\r\nContent-Type: application/octet-stream; name=a\r\n"
+        b"Content-Transfer-Encoding: x-uuencode\r\n\r\nbegin 644 a\r\n"
+        + _rep(b"M" + b"86)C" * 15 + b"\r\n", n) + b"end\r\n--z--\r\n"),
+    "damaged_header": lambda n: b"junk\r\n" + HEAD % (b"dmg", b"dmg") + b"bad line\r\n\r\n"
+    + _rep(b"body line\n", n),
+}

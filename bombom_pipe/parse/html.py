@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MAX_HTML_CHARS = 3_000_000  # larger bodies are analysed on this prefix only
-MAX_TAGS = 60_000  # start tags parsed; a bs4 element costs about 1 KB (corpus maximum: ~3000)
+# "<" and "&" parsed (each is a parser event; a bs4 element costs ~1 KB); corpus maximum ~8000
+MAX_MARKUP = 50_000
 MAX_OPEN_LINKS = 8  # nested <a> elements whose text is collected (HTML allows none)
 MAX_LINK_TEXT = 2000  # characters of link text collected per <a>
 PREHEADER_WINDOW = 400  # visible characters before which hidden text counts as a preheader
@@ -130,7 +131,7 @@ class HtmlDoc:
 
 
 def load(html: str) -> HtmlDoc:
-    """Parse and walk an HTML body (a prefix of MAX_HTML_CHARS and MAX_TAGS at most)."""
+    """Parse and walk an HTML body (a prefix: MAX_HTML_CHARS, MAX_MARKUP)."""
     prefix = _prefix(html)
     soup = _soup_class()(defuse(prefix), "html.parser")
     doc = HtmlDoc(soup=soup, source=html, truncated=len(prefix) < len(html))
@@ -157,16 +158,15 @@ def _soup_class() -> type:
     return Soup
 
 
-_START_TAG = re.compile(r"<[a-zA-Z]")
+_MARKUP = re.compile(r"[<&]")
 
 
 def _prefix(html: str) -> str:
-    """The part of the body that is parsed: bounded in characters and in start tags."""
+    """The part of the body that is parsed: bounded in characters and in markup."""
     html = html[:MAX_HTML_CHARS]
-    if html.count("<") > MAX_TAGS:
-        beyond = next(itertools.islice(_START_TAG.finditer(html), MAX_TAGS, None), None)
-        if beyond is not None:
-            html = html[: beyond.start()]
+    if html.count("<") + html.count("&") > MAX_MARKUP:
+        beyond = next(itertools.islice(_MARKUP.finditer(html), MAX_MARKUP, None))
+        html = html[: beyond.start()]
     return html
 
 
@@ -179,13 +179,21 @@ _RISKY = re.compile(r"<!--|<!\[([a-zA-Z][-_.a-zA-Z0-9]*)")
 _COMMENT_END = re.compile(r">\s*--")  # reversed "--\s*>"
 _MS_END = re.compile(r">\s*\]")  # reversed "]\s*>"
 _SECTION_END = re.compile(r">\s*\]\s*\]")  # reversed "]\s*]\s*>"
+_UNKNOWN_SECTION = re.compile(
+    r"<!\[(?!(?:temp|cdata|ignore|include|rcdata|if|else|endif)(?![-_.a-zA-Z0-9]))",
+    re.IGNORECASE,
+)
 _MS_SECTIONS = frozenset({"if", "else", "endif"})
 _SECTIONS = frozenset({"temp", "cdata", "ignore", "include", "rcdata"})
 
 
 def defuse(html: str) -> str:
-    """Escape what html.parser would rescan to the end: the result parses in linear time."""
-    html = _BARE_CHARREF.sub("&amp;#", html)
+    """Escape what html.parser would rescan to the end: the result parses in linear time.
+
+    Also, ``<![`` that opens no known marked section becomes a bogus comment (as in browsers)
+    instead of making html.parser raise (bs4 would reject the whole document).
+    """
+    html = _UNKNOWN_SECTION.sub("<! [", _BARE_CHARREF.sub("&amp;#", html))
     last_gt = html.rfind(">") + 1
     backwards = html[::-1]
 
