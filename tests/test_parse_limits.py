@@ -105,3 +105,45 @@ def test_deeply_nested_html_stays_bounded() -> None:
 )
 def test_filename_sanitizing(name: str, expected: str | None) -> None:
     assert sanitize_filename(name) == expected
+
+
+def test_embedded_messages_decoded_within_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bombom_pipe.parse import mime
+
+    part = (b"--z\r\nContent-Type: application/pdf; name=%s\r\n"
+            b"Content-Transfer-Encoding: base64\r\n\r\n")
+    inner = (b"From: x@y.example\r\nSubject: inner\r\n"
+             b'Content-Type: multipart/mixed; boundary="z"\r\n\r\n'
+             + part % b"a.pdf" + base64.encodebytes(b"\x01" * 3000) + b"--z--\r\n")
+    raw = (HEAD + b'Content-Type: multipart/mixed; boundary="o"\r\n\r\n'
+           b"--o\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n"
+           + b"".join(b"--o\r\nContent-Type: message/rfc822\r\n\r\n" + inner for _ in range(3))
+           + b"--o--\r\n")
+    m = timed(raw)
+    assert [a.content_type for a in m.attachments] == ["message/rfc822"] * 3
+    assert all(b"Subject: inner\n" in a.data for a in m.attachments)
+    assert not m.skipped_attachments
+
+    monkeypatch.setattr(mime, "MAX_DECODED_BYTES", 2 * len(inner))
+    m = parse_message(raw)
+    assert m.text == "see attached"
+    assert len(m.attachments) == 2
+    [skipped] = m.skipped_attachments
+    assert skipped.startswith("part ") and " (message/rfc822, " in skipped
+    assert skipped.endswith("): over the 0 MB decoding budget for one message, not decoded")
+
+
+def test_millions_of_short_lines_parse_the_header_only() -> None:
+    raw = HEAD + b"Content-Type: text/plain\r\n\r\n" + b"ab\n" * 1_000_000
+    m = timed(raw)
+    assert m.subject == "bomb"
+    assert not m.text
+    assert any("header only, body unparsed" in f for f in m.fallbacks)
+
+
+def test_unknown_marked_section_is_a_comment_not_a_rejected_document() -> None:
+    html = b'<![foo bar]><p>Hello <img src="https://t.example/open/x.gif" width=1 height=1></p>'
+    m = timed(HEAD + b"Content-Type: text/html\r\n\r\n" + html)
+    assert m.text == "Hello"
+    assert "foo bar" not in m.display_html
+    assert "t.example" not in m.display_html

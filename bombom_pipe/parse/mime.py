@@ -175,7 +175,7 @@ def repair_header(raw: bytes) -> tuple[bytes, list[str]] | None:
 def walk(msg: Message, hint: str | None) -> Tree:
     """Flatten the part tree into leaves (bounded), decoding each transfer encoding."""
     headers = Headers.of(msg)
-    tree = Tree(headers, [], {}, [], [])
+    tree = Tree(headers, [], {}, [], [], MAX_DECODED_BYTES)
     stack: list[tuple[Message, Headers, int, int | None]] = [(msg, headers, 0, None)]
     examined = 0
     while stack:

@@ -1,0 +1,83 @@
+"""Hostile input costs time and memory in proportion to its size.
+
+Every parse heuristic meets adversarial messages of 1 MB and 20 MB (``tests/bombs.py``
+ADVERSARIAL: one generator per loop or pattern over untrusted text). A quadratic step makes 20x
+the input cost ~400x the time; the check allows 40x, plus a floor for very fast runs and the
+delivery deadline as a ceiling, so a loaded machine does not make it flake. Each parse runs in
+a child process (a regex holds the GIL: only a kill stops it), which also reports its peak
+memory. The figures themselves are printed by ``make bench``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.bombs import ADVERSARIAL
+
+SMALL, LARGE = 1_000_000, 20_000_000
+RATIO = 40  # allowed time(LARGE) / time(SMALL): linear is ~20, quadratic ~400
+FLOOR = 0.25  # seconds: a SMALL parse faster than this counts as this long
+CEILING = 60.0  # seconds: the delivery deadline
+MEMORY_RATIO = 5  # peak memory of a parse over the message size
+
+CHILD = """
+import json, resource, sys, time
+from pathlib import Path
+from bombom_pipe.parse import ParseError, parse_message
+
+def peak():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+parse_message(b"From: a@b.example\\r\\nSubject: warm\\r\\n\\r\\n<p>x</p>\\r\\n")
+before = peak()
+raw = Path(sys.argv[1]).read_bytes()
+start = time.perf_counter()
+try:
+    parse_message(raw)
+except ParseError:
+    pass
+print(json.dumps({"seconds": time.perf_counter() - start, "size": len(raw),
+                  "before": before, "peak": peak()}))
+"""
+
+
+def parse_in_child(raw: bytes, tmp_path: Path) -> dict:
+    """Parse in a fresh interpreter; seconds, size, RSS before reading the input, peak RSS."""
+    path = tmp_path / "message.eml"
+    path.write_bytes(raw)
+    try:
+        r = subprocess.run([sys.executable, "-c", CHILD, str(path)], capture_output=True,
+                           timeout=CEILING + 30, cwd=Path(__file__).resolve().parents[1])
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"parsing {len(raw)} bytes did not finish in {CEILING + 30:.0f} s")
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    return json.loads(r.stdout)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(ADVERSARIAL))
+def test_time_and_memory_grow_linearly(name: str, tmp_path: Path) -> None:
+    make = ADVERSARIAL[name]
+    small = min(parse_in_child(make(SMALL), tmp_path)["seconds"] for _ in range(2))
+    large = parse_in_child(make(LARGE), tmp_path)
+    assert large["seconds"] < CEILING, f"{name}: {large['seconds']:.1f} s at 20 MB"
+    assert large["seconds"] <= RATIO * max(small, FLOOR), (
+        f"{name}: {small:.2f} s at 1 MB, {large['seconds']:.2f} s at 20 MB: super-linear"
+    )
+    used = large["peak"] - large["before"]
+    assert used <= MEMORY_RATIO * large["size"], (
+        f"{name}: parsing {large['size'] / 1e6:.1f} MB took {used / 1e6:.0f} MB more memory"
+    )
+
+
+def test_nested_messages_are_decoded_once(tmp_path: Path) -> None:
+    """38 embedded messages around one body: one regenerated copy, not one per level."""
+    raw = ADVERSARIAL["nested_messages"](LARGE)
+    large = parse_in_child(raw, tmp_path)
+    assert large["peak"] - large["before"] <= MEMORY_RATIO * len(raw)
+    assert large["seconds"] < CEILING
