@@ -23,15 +23,18 @@ SMALL, LARGE = 1_000_000, 20_000_000
 RATIO = 40  # allowed time(LARGE) / time(SMALL): linear is ~20, quadratic ~400
 FLOOR = 0.25  # seconds: a SMALL parse faster than this counts as this long
 CEILING = 60.0  # seconds: the delivery deadline
-MEMORY_RATIO = 5  # peak memory of a parse over the message size
+MEMORY_RATIO = 10  # memory a parse needs over the message size: a few copies, not one per level
+NESTED_MEMORY_RATIO = 5
 
+# VmHWM, not ru_maxrss: the latter keeps the parent's peak across fork and exec
 CHILD = """
-import json, resource, sys, time
+import json, re, sys, time
 from pathlib import Path
 from bombom_pipe.parse import ParseError, parse_message
 
 def peak():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    status = Path("/proc/self/status").read_text()
+    return int(re.search(r"VmHWM:\\s*(\\d+) kB", status).group(1)) * 1024
 
 parse_message(b"From: a@b.example\\r\\nSubject: warm\\r\\n\\r\\n<p>x</p>\\r\\n")
 before = peak()
@@ -69,7 +72,7 @@ def test_time_and_memory_grow_linearly(name: str, tmp_path: Path) -> None:
     assert large["seconds"] <= RATIO * max(small, FLOOR), (
         f"{name}: {small:.2f} s at 1 MB, {large['seconds']:.2f} s at 20 MB: super-linear"
     )
-    used = large["peak"] - large["before"]
+    used = large["peak"] - large["before"]  # the message read in, and everything parsing takes
     assert used <= MEMORY_RATIO * large["size"], (
         f"{name}: parsing {large['size'] / 1e6:.1f} MB took {used / 1e6:.0f} MB more memory"
     )
@@ -79,5 +82,5 @@ def test_nested_messages_are_decoded_once(tmp_path: Path) -> None:
     """38 embedded messages around one body: one regenerated copy, not one per level."""
     raw = ADVERSARIAL["nested_messages"](LARGE)
     large = parse_in_child(raw, tmp_path)
-    assert large["peak"] - large["before"] <= MEMORY_RATIO * len(raw)
+    assert large["peak"] - large["before"] <= NESTED_MEMORY_RATIO * len(raw)
     assert large["seconds"] < CEILING

@@ -43,9 +43,26 @@ _SPACES = re.compile(r"\s+")
 _DIMENSION = re.compile(r"^\s*(\d{1,6})(?:\.\d+)?\s*(?:px)?\s*$", re.IGNORECASE)
 
 
+CHUNK = 1 << 16
+_NOT_SPACE = re.compile(r"\S")
+_DELETE_SPACES = dict.fromkeys(i for i in range(0x3001) if chr(i).isspace())  # what \s matches
+
+
 def collapse(text: str) -> str:
     """Remove zero-width padding and collapse all whitespace (incl. NBSP) to single spaces."""
-    return _SPACES.sub(" ", _INVISIBLE.sub("", text)).strip()
+    if len(text) <= CHUNK:
+        return _SPACES.sub(" ", _INVISIBLE.sub("", text)).strip()
+    # re.sub keeps a list entry per match (~60 bytes): long texts go in pieces, cut where
+    # no run of whitespace is split
+    text = "".join(_INVISIBLE.sub("", text[i : i + CHUNK]) for i in range(0, len(text), CHUNK))
+    pieces = []
+    start = 0
+    while start < len(text):
+        cut = _NOT_SPACE.search(text, start + CHUNK)
+        end = cut.start() if cut else len(text)
+        pieces.append(_SPACES.sub(" ", text[start:end]))
+        start = end
+    return "".join(pieces).strip()
 
 
 def style_of(tag: Any) -> str:
@@ -53,7 +70,7 @@ def style_of(tag: Any) -> str:
     style = tag.get("style") if hasattr(tag, "get") else None
     if isinstance(style, list):
         style = " ".join(style)
-    return re.sub(r"\s+", "", style).lower() if isinstance(style, str) else ""
+    return style.translate(_DELETE_SPACES).lower() if isinstance(style, str) else ""
 
 
 def is_hidden(tag: Any) -> bool:

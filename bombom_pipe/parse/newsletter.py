@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -195,12 +196,25 @@ def _is_url(text: str) -> bool:
     return bool(_URL_MARK.search(text)) and not _WHITESPACE.search(text)
 
 
+def _pieces(text: str, size: int = 1 << 16) -> Iterator[str]:
+    """``text`` in pieces of about ``size`` characters, cut at whitespace (never in a word)."""
+    start = 0
+    while start < len(text):
+        cut = _WHITESPACE.search(text, start + size)
+        end = cut.start() if cut else len(text)
+        yield text[start:end]
+        start = end
+
+
 def reading_minutes(text: str | None) -> int | None:
     """Minutes to read: Hangul (and CJK) by characters at 500/min, other words at 230/min."""
     if not text or not text.strip():
         return None
-    others, cjk = _HANGUL.subn(" ", text)  # counts without a list of every match
-    words = _WORD.subn("", others)[1]
+    cjk = words = 0
+    for piece in _pieces(text):  # re.subn keeps a list entry per match: bounded pieces
+        others, found = _HANGUL.subn(" ", piece)
+        cjk += found
+        words += _WORD.subn("", others)[1]
     if not cjk and not words:
         return None
     return max(1, round(cjk / 500 + words / 230))
@@ -240,7 +254,7 @@ def text_links(text: str) -> list[Link]:
             before = collapse(line[max(0, match.start() - 400) : match.start()]) or previous
             href = match.group(0).rstrip(".,;:!?")
             links.append(Link(href, "", before[-80:], position + match.start()))
-        if stripped := collapse(_URL_IN_TEXT.sub(" ", line)):
+        if stripped := collapse(_URL_IN_TEXT.sub(" ", line[-4096:])):
             previous = stripped
         position += len(line) + 1
     return links
