@@ -103,7 +103,7 @@ ADVERSARIAL = {
     "fallback_text_head": lambda n: _html(b"<![foo bar" + _rep(b"<head ", n)),
     "fallback_text_tags": lambda n: _html(b"<![foo bar" + _rep(b"<a ", n)),
     "unterminated_start_tags": lambda n: _html(_rep(b"<meta ", n)),
-    "unterminated_comments": lambda n: _html(_rep(b"<!-- >", n)),
+    "unterminated_comments": lambda n: _html(_rep(b"<!--x>", n)),
     "unterminated_end_tags": lambda n: _html(_rep(b"</", n)),
     "unterminated_sections": lambda n: _html(_rep(b"<![CDATA[ ]>", n)),
     "unterminated_processing": lambda n: _html(_rep(b"<?", n)),
@@ -135,6 +135,11 @@ ADVERSARIAL = {
         b"--z\r\nContent-Type: application/octet-stream; name=a\r\n"
         b"Content-Transfer-Encoding: x-uuencode\r\n\r\nbegin 644 a\r\n"
         + _rep(b"M" + b"86)C" * 15 + b"\r\n", n) + b"end\r\n--z--\r\n"),
+    "long_parameters": lambda n: (
+        HEAD % (b"params", b"params") + b'Content-Type: multipart/mixed; boundary="p"\r\n\r\n'
+        + _rep(b"--p\r\nContent-Type: application/x; " + b"n*0*=a;" * 2300
+               + b'\r\nContent-Disposition: attachment; ' + b'a="\\;' * 2600 + b"\r\n\r\nx\r\n", n)
+        + b"--p--\r\n"),
     "damaged_header": lambda n: b"junk\r\n" + HEAD % (b"dmg", b"dmg") + b"bad line\r\n\r\n"
     + _rep(b"body line\n", n),
 }
