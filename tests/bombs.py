@@ -112,6 +112,8 @@ ADVERSARIAL = {
     "nested_links": lambda n: _html(_rep(b'<a href="https://x.example/">', n // 2)
                                     + _rep(b"t<i></i>", n // 2)),
     "deep_markup_text": lambda n: _html(_rep(b"<span>x ", n)),
+    "misnested_formatting": lambda n: _html(_rep(b"<font>x</b>", n)),
+    "nested_tables": lambda n: _html(_rep(b"<table><tr><td>x", n)),
     "tiny_tags": lambda n: _html(_rep(b"<p>x</p>", n)),
     # newsletter.py: preview, URL-only blocks, plain-text links, reading time
     "url_like_block": lambda n: _html(b"<p>" + _rep(b"www.", n) + b" x</p>"),
