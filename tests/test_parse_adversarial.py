@@ -84,3 +84,19 @@ def test_nested_messages_are_decoded_once(tmp_path: Path) -> None:
     large = parse_in_child(raw, tmp_path)
     assert large["peak"] - large["before"] <= NESTED_MEMORY_RATIO * len(raw)
     assert large["seconds"] < CEILING
+
+
+@pytest.mark.parametrize("unit", [b"=?", b"a@", b"."])
+def test_address_fields_cost_grows_linearly_up_to_their_cap(unit: bytes, tmp_path: Path) -> None:
+    """24 address fields (From, Sender, ..., 20 To) full of address-like garbage: 16x longer
+    fields (up to the 16 KB cap) may cost 16x the time, not 256x."""
+
+    def message(size: int) -> bytes:
+        names = [b"From", b"Sender", b"X-Original-To", b"Delivered-To"] + [b"To"] * 20
+        value = unit * (size // len(unit))
+        return (b"".join(name + b": " + value + b"\r\n" for name in names)
+                + b"Subject: addresses\r\n\r\nbody\r\n")
+
+    small = min(parse_in_child(message(1024), tmp_path)["seconds"] for _ in range(2))
+    large = parse_in_child(message(16 * 1024), tmp_path)["seconds"]
+    assert large <= RATIO * max(small, FLOOR / 10), f"{unit!r}: {small:.3f} s, then {large:.2f} s"
