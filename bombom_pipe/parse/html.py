@@ -4,6 +4,10 @@ The walk is iterative (no recursion on deep markup) and skips non-rendered conte
 styles, the head, and hidden elements (``display:none``, ``max-height:0``, ``opacity:0``,
 ``mso-hide:all``, preheader classes). Hidden text near the top is kept aside as preheader
 candidates. bs4 is imported lazily.
+
+Every step is linear in the input: a bounded prefix is parsed (MAX_HTML_CHARS, MAX_MARKUP),
+after ``defuse`` has escaped what html.parser would rescan, and no pattern backtracks over a
+long run (tests/test_parse_adversarial.py).
 """
 
 from __future__ import annotations
