@@ -1,14 +1,16 @@
 """Newsletter heuristics: preview, unsubscribe, web version, thumbnail, confirmation, reading time.
 
-Keyword lists cover English and Korean first (Stibee, Maily, Mailchimp, ...), plus the common
-German/French wording seen in the corpus. All functions work on the one ``html.HtmlDoc`` walk,
+Phrase lists per language (Korean, English, German, Japanese, French, ...) live in
+``phrases.toml``, which the tests read too. All functions work on the one ``html.HtmlDoc`` walk,
 or on the plain text when a message has no HTML.
 """
 
 from __future__ import annotations
 
 import re
+import tomllib
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any
 from urllib.parse import unquote
 
@@ -19,27 +21,28 @@ from .result import Unsubscribe
 PREVIEW_CHARS = 150
 MIN_PREVIEW_CHARS = 100
 
-UNSUBSCRIBE = re.compile(
-    r"unsubscribe|unsub\b|opt[- ]?out|수신\s*거부|수신\s*거절|수신\s*해지"
-    r"|구독\s*(?:을\s*|를\s*)?(?:취소|해지|해제|중단)"
-    r"|abmelden|abbestellen|austragen|newsletter\s*abbestellen|d[ée]sinscri|d[ée]sabonner"
-    r"|darse de baja|отписаться",
-    re.IGNORECASE,
-)
-WEB_VERSION = re.compile(
-    r"view\s+(?:this\s+|the\s+)?(?:e-?mail|message|newsletter|it)?\s*(?:in|on)\s+(?:your\s+|a\s+)?"
-    r"(?:web\s*)?browser|view\s+(?:it\s+|this\s+|this\s+e-?mail\s+)?online|view\s+as\s+(?:a\s+)?web\s*page"
-    r"|web\s*version|online[- ]?version|webversion|im\s+browser\s+(?:ansehen|anzeigen|öffnen|lesen)"
-    r"|browseransicht|웹\s*(?:으로|에서|브라우저(?:로|에서)?)\s*보기|브라우저(?:로|에서)\s*보기"
-    r"|웹\s*버전|온라인\s*(?:으로|에서)\s*보기|version\s+en\s+ligne",
-    re.IGNORECASE,
-)
-TROUBLE_VIEWING = re.compile(
-    r"잘\s*(?:안|않)\s*보이|제대로\s*보이지|보이지\s*않|이미지가\s*(?:안|않)|having\s+trouble\s+viewing"
-    r"|trouble\s+viewing|not\s+display(?:ing)?\s+(?:correctly|properly)|can'?t\s+see\s+(?:this|the)"
-    r"|darstellungsprobleme|probleme\s+mit\s+der\s+darstellung|can'?t\s+read\s+this"
-    r"|nicht\s+(?:richtig|korrekt|optimal|einwandfrei)\s+(?:angezeigt|dargestellt)"
-    r"|ne\s+s'affiche\s+pas",
+
+def _load_phrases() -> dict[str, dict[str, dict[str, list[str]]]]:
+    """The per-language phrase lists in ``phrases.toml`` (shared with the tests)."""
+    text = resources.files(__package__).joinpath("phrases.toml").read_text("utf-8")
+    return tomllib.loads(text)
+
+
+PHRASES = _load_phrases()
+
+
+def phrase_pattern(kind: str) -> re.Pattern[str]:
+    """One case-insensitive pattern for every language's ``kind`` phrases."""
+    parts = [f"(?:{p})" for lang in PHRASES[kind].values() for p in lang["patterns"]]
+    return re.compile("|".join(parts), re.IGNORECASE | re.MULTILINE)
+
+
+UNSUBSCRIBE = phrase_pattern("unsubscribe")
+WEB_VERSION = phrase_pattern("web_version")
+TROUBLE_VIEWING = phrase_pattern("trouble_viewing")
+# lines at the top of a letter that say nothing about it
+LEAD_JUNK = re.compile(
+    "|".join(phrase_pattern(k).pattern for k in ("reading_time", "issue_number", "date_line")),
     re.IGNORECASE,
 )
 BOILERPLATE = re.compile(
@@ -147,26 +150,46 @@ def truncate(text: str, limit: int = PREVIEW_CHARS) -> str:
 
 
 def preview(doc: HtmlDoc | None, text: str) -> str | None:
-    """The hidden preheader if any, else the first meaningful visible text."""
-    if doc is not None:
-        for _, hidden in doc.hidden:
-            if len(hidden) >= 5 and not BOILERPLATE.search(hidden) and not _is_url(hidden):
-                return truncate(_tidy(hidden)) or None
+    """A judged hidden preheader, else the first meaningful visible text."""
     blocks = doc.blocks if doc is not None else text.splitlines()
+    if doc is not None:
+        body = collapse(" ".join(blocks[:400]))
+        for _, hidden in doc.hidden:
+            candidate = _tidy(collapse(hidden))
+            if good_preheader(candidate, body):
+                return truncate(candidate) or None
     pieces: list[str] = []
     size = 0
     for block in blocks:
         block = collapse(block)
         if len(block) < 2 or _is_url(block) or not re.search(r"\w", block):
             continue
-        if block.startswith(">") or (len(block) < 120 and BOILERPLATE.search(block)):
+        if block.startswith(">") or (len(block) < 120 and (
+                BOILERPLATE.search(block) or UNSUBSCRIBE.search(block))):
             continue
+        if not pieces and LEAD_JUNK.search(block):
+            continue  # a date, issue number or reading time before the letter starts
         pieces.append(block)
         size += len(block) + 1
         if size >= MIN_PREVIEW_CHARS:
             break
     joined = _tidy(" ".join(pieces))
     return truncate(joined) if joined else None
+
+
+PREHEADER_MIN_CHARS = 20  # shorter hidden text must be found in the letter to be trusted
+_HASHTAG = re.compile(r"#[^\s#]+")
+
+
+def good_preheader(candidate: str, body: str) -> bool:
+    """Whether hidden preheader text can stand for the letter: not boilerplate, a URL, a date or
+    reading time, not hashtags alone (often left over from an earlier issue), and long enough
+    unless the letter itself says the same."""
+    if len(candidate) < 5 or _is_url(candidate) or BOILERPLATE.search(candidate):
+        return False
+    if LEAD_JUNK.search(candidate) or not re.search(r"\w", _HASHTAG.sub("", candidate)):
+        return False
+    return len(candidate) >= PREHEADER_MIN_CHARS or candidate[:60] in body
 
 
 def _tidy(text: str) -> str:
@@ -271,7 +294,8 @@ def web_version(links: list[Link]) -> str | None:
         score = 0
         if WEB_VERSION.search(link.text):
             score = 3
-        elif len(link.text) <= 30 and TROUBLE_VIEWING.search(link.before):
+        elif len(link.text) <= 30 and (TROUBLE_VIEWING.search(link.before)
+                                       or TROUBLE_VIEWING.search(link.after[:80])):
             score = 2
         elif len(link.text) <= 30 and WEB_VERSION.search(link.before[-40:]):
             score = 1
