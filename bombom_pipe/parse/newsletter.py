@@ -7,6 +7,7 @@ or on the plain text when a message has no HTML.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from importlib import resources
 from typing import Any
 from urllib.parse import unquote
 
+from . import clicks
 from .headers import decode_words
 from .html import HtmlDoc, Image, Link, collapse
 from .result import Unsubscribe
@@ -65,14 +67,33 @@ CONFIRM_LINK_TEXT = re.compile(
 CONFIRM_LINK_HREF = re.compile(r"confirm|verif|activat|opt-?in|/doi\b|subscribe/confirm", re.I)
 TRACKING_SRC = re.compile(
     r"/open(?:[./?_-]|$)|/track|tracking|pixel|beacon|/o\.gif|/wf/open|/e/o/|spacer|blank\.gif"
-    r"|transparent\.(?:gif|png)|1x1|/imp(?:[./?]|$)|/trk|openrate|/t\.gif|/mo/|emimp|/pxl",
+    r"|transparent\.(?:gif|png)|1x1|/imp(?:[./?]|$)|/trk|openrate|/t\.gif|/mo/|emimp|/pxl"
+    r"|/v\d/open|/ss/o/|/e2t/o/|/CI0/|/o/[A-Za-z0-9_-]{20,}",
+    re.IGNORECASE,
+)
+# hosts that serve open-tracking pixels (the image often has no width or height)
+TRACKING_HOST = re.compile(
+    r"^(?:open|opens|track|tracking|trk|pixel|px|beacon|stats?|analytics)[.\d-]"
+    r"|(?:^|\.)(?:google-analytics\.com|doubleclick\.net|list-manage\.com|sendgrid\.net"
+    r"|mandrillapp\.com|mailtrack\.io|hubspotemail\.net|hubspotlinks\.com|awstrack\.me"
+    r"|klclick\d?\.com|mcsv\.net|exct\.net|sailthru\.com)$",
     re.IGNORECASE,
 )
 NOT_CONTENT_IMAGE = re.compile(
     r"logo|spacer|icon|social|facebook|twitter|instagram|linkedin|youtube|tiktok|pinterest"
-    r"|kakao|badge|button|btn|divider|separator|arrow|bullet|app-?store|google-?play|avatar",
+    r"|kakao|badge|button|btn|divider|separator|arrow|bullet|app-?store|google-?play|avatar"
+    r"|masthead|header|footer|signature|unterschrift|profile|author|로고|ロゴ",
     re.IGNORECASE,
 )
+# size hints in image URLs: ?w=150, /150x150/, _600x100., w644_h147
+_SIZE_HINT = re.compile(
+    r"(?:^|[/_.\-])w(\d{2,4})_h(\d{2,4})(?=[/_.\-]|$)|(?:^|[/_.\-=])(\d{2,4})x(\d{2,4})(?=[/_.\-&]|$)",
+    re.IGNORECASE,
+)
+_WIDTH_PARAM = re.compile(r"[?&](?:w|width|resize_w)=(\d{1,5})\b", re.IGNORECASE)
+MIN_THUMBNAIL_WIDTH = 200  # narrower images are icons, logos and author photos
+MAX_BANNER_RATIO = 4  # wider than 4:1 is a masthead or a divider, not a picture
+MAX_CANDIDATES = 8
 _EDGE_JUNK = re.compile(r"^[\s\-–—|·•*_=~]+|[\s\-–—|·•*_=~]+$")
 _URL_IN_TEXT = re.compile(r"(?:https?://|mailto:)[^\s<>\"'\])]+", re.IGNORECASE)
 _HANGUL = re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f\u3040-\u30ff\u4e00-\u9fff]")
@@ -88,7 +109,9 @@ class Findings:
     preview: str | None = None
     unsubscribe: Unsubscribe = field(default_factory=Unsubscribe)
     web_version_url: str | None = None
+    web_version_target: str | None = None  # where a click-tracking web_version_url leads
     thumbnail_url: str | None = None
+    thumbnail_candidates: tuple[str, ...] = ()
     reading_minutes: int | None = None
     confirmation_url: str | None = None
 
@@ -123,11 +146,17 @@ def analyse(
     found.unsubscribe = header or run.guard("unsubscribe", lambda: body_unsubscribe(links), None) \
         or Unsubscribe()
     found.web_version_url = run.guard("web version", lambda: web_version(links), None)
+    found.web_version_target = clicks.target(found.web_version_url)
+    if found.unsubscribe.http and (aim := clicks.target(found.unsubscribe.http)):
+        found.unsubscribe = dataclasses.replace(found.unsubscribe, http_target=aim)
     found.confirmation_url = run.guard(
         "confirmation", lambda: confirmation(subject, visible, links), None
     )
     if doc is not None:
-        found.thumbnail_url = run.guard("thumbnail", lambda: thumbnail(doc, cid_map), None)
+        found.thumbnail_candidates = tuple(
+            run.guard("thumbnail", lambda: thumbnail_candidates(doc, cid_map), [])
+        )
+        found.thumbnail_url = found.thumbnail_candidates[0] if found.thumbnail_candidates else None
         found.display_html = run.guard(
             "display_html", lambda: sanitize.display_html(doc, cid_map), None
         )
@@ -327,39 +356,68 @@ def confirmation(subject: str | None, text: str, links: list[Link]) -> str | Non
 
 
 def is_tracking_image(src: str, width: int | None, height: int | None) -> bool:
-    """Open-tracking pixels: 0/1-pixel images or well-known tracking URL shapes."""
+    """Open-tracking pixels: 0/1-pixel images, well-known tracking URL shapes or hosts."""
     if width is not None and width <= 2 or height is not None and height <= 2:
         return True
-    return bool(TRACKING_SRC.search(src.split("#", 1)[0]))
+    bare = src.split("#", 1)[0]
+    if TRACKING_SRC.search(bare):
+        return True
+    host = bare.split("://", 1)[-1].split("/", 1)[0].split("@")[-1].split(":")[0]
+    return bool(TRACKING_HOST.search(host)) and (width is None or height is None)
+
+
+def size_hint(src: str) -> tuple[int | None, int | None]:
+    """Width and height an image URL declares for itself (CDN resize parameters, file names)."""
+    path = src.split("#", 1)[0]
+    if match := _SIZE_HINT.search(path.split("?", 1)[0].split("://", 1)[-1]):
+        w, h = (match.group(1), match.group(2)) if match.group(1) else (match.group(3),
+                                                                         match.group(4))
+        return int(w), int(h)
+    if match := _WIDTH_PARAM.search(path):
+        return int(match.group(1)), None
+    return None, None
 
 
 def _content_image(image: Image) -> bool:
     if is_tracking_image(image.src, image.width, image.height):
         return False
     path = image.src.split("?", 1)[0].split("://", 1)[-1].partition("/")[2]
-    if NOT_CONTENT_IMAGE.search(image.hints) or NOT_CONTENT_IMAGE.search(path):
+    if NOT_CONTENT_IMAGE.search(image.hints) or NOT_CONTENT_IMAGE.search(unquote(path)):
         return False
-    if image.width is not None and image.width < 120:
+    hinted_w, hinted_h = size_hint(image.src)
+    width = image.width if image.width is not None else hinted_w
+    height = image.height if image.height is not None else hinted_h
+    if width is not None and width < MIN_THUMBNAIL_WIDTH:
         return False
-    if image.height is not None and image.height < 50:
+    if height is not None and height < 50:
         return False
-    return not image.src.lower().endswith(".svg")
+    if width and height and width > MAX_BANNER_RATIO * height:
+        return False
+    return not image.src.lower().split("?", 1)[0].endswith(".svg")
 
 
-def thumbnail(doc: HtmlDoc, cid_map: dict[str, str]) -> str | None:
-    """``og:image``, else the first content image (no pixels, spacers, logos, icons)."""
-    if doc.og_image:
-        return doc.og_image
+def thumbnail_candidates(doc: HtmlDoc, cid_map: dict[str, str]) -> list[str]:
+    """``og:image``, then the content images in order (no pixels, spacers, logos, icons,
+    mastheads, author photos). The store drops those that come back in every issue."""
+    out: list[str] = [doc.og_image] if doc.og_image else []
     for image in doc.images:
         src = image.src
         if src.lower().startswith("cid:"):
             cid = unquote(src[4:]).strip("<>")
             mapped = cid_map.get(cid) or cid_map.get(cid.lower())
             if mapped and _content_image(image):
-                return mapped
+                out.append(mapped)
             continue
         if src.startswith("//"):
             src = "https:" + src
         if _web(src) and _content_image(image):
-            return src
-    return None
+            out.append(src)
+        if len(out) >= MAX_CANDIDATES:
+            break
+    return list(dict.fromkeys(out))
+
+
+def thumbnail(doc: HtmlDoc, cid_map: dict[str, str]) -> str | None:
+    """The first thumbnail candidate."""
+    found = thumbnail_candidates(doc, cid_map)
+    return found[0] if found else None
