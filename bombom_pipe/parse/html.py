@@ -35,6 +35,8 @@ _PREHEADER_CLASS = re.compile(r"pre-?header|preview-?text|mcnpreviewtext|preview
 _INVISIBLE = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f"
                         "\u202a-\u202e\u2060-\u2064\u206a-\u206f\u3164\ufeff\uffa0]")
 _SPACES = re.compile(r"\s+")
+_STYLE_OPEN = re.compile(r"<style\b", re.IGNORECASE)
+_STYLE_CLOSE = re.compile(r"</style", re.IGNORECASE)
 _DIMENSION = re.compile(r"^\s*(\d{1,6})(?:\.\d+)?\s*(?:px)?\s*$", re.IGNORECASE)
 
 
@@ -128,11 +130,24 @@ def load(html: str) -> HtmlDoc:
     truncated = len(html) > MAX_HTML_CHARS
     soup = BeautifulSoup(html[:MAX_HTML_CHARS], "html.parser")
     doc = HtmlDoc(soup=soup, source=html, truncated=truncated)
-    sheets = " ".join(t.get_text() for t in soup.find_all("style"))
-    doc.hidden_names = sheet_hidden(sheets[:200_000])
+    doc.hidden_names = sheet_hidden(_style_text(html[:MAX_HTML_CHARS])[:200_000])
     _walk(doc)
     doc.og_image = _meta_image(soup)
     return doc
+
+
+def _style_text(html: str) -> str:
+    """The contents of the ``<style>`` elements (a linear scan of the source, no tree walk)."""
+    out: list[str] = []
+    pos = 0
+    while (start := _STYLE_OPEN.search(html, pos)) and len(out) < 50:
+        body = html.find(">", start.end())
+        end = _STYLE_CLOSE.search(html, body) if body >= 0 else None
+        if end is None:
+            break
+        out.append(html[body + 1 : end.start()])
+        pos = end.end()
+    return " ".join(out)
 
 
 def sheet_hidden(css: str) -> frozenset[str]:
