@@ -105,6 +105,7 @@ def _parse(raw: bytes, minimal: str | None = None) -> ParsedMessage:
             html=chosen.html,
             text=chosen.text,
             subject=fields["subject"],
+            sender_name=fields["from_name"],
             list_unsubscribe=fields["list_unsubscribe"],
             unsubscribe_post=headers.first("list-unsubscribe-post"),
             cid_map=files.cid_map,

@@ -44,7 +44,8 @@ WEB_VERSION = phrase_pattern("web_version")
 TROUBLE_VIEWING = phrase_pattern("trouble_viewing")
 # lines at the top of a letter that say nothing about it
 LEAD_JUNK = re.compile(
-    "|".join(phrase_pattern(k).pattern for k in ("reading_time", "issue_number", "date_line")),
+    "|".join(phrase_pattern(k).pattern
+             for k in ("reading_time", "issue_number", "date_line", "armor")),
     re.IGNORECASE,
 )
 BOILERPLATE = re.compile(
@@ -79,12 +80,15 @@ TRACKING_HOST = re.compile(
     r"|klclick\d?\.com|mcsv\.net|exct\.net|sailthru\.com)$",
     re.IGNORECASE,
 )
-NOT_CONTENT_IMAGE = re.compile(
-    r"logo|spacer|icon|social|facebook|twitter|instagram|linkedin|youtube|tiktok|pinterest"
+NOT_CONTENT_IMAGE = re.compile(  # in a path, class or alt text; "iconos" is not an icon
+    r"(?:logo|spacer|icons?|social|facebook|twitter|instagram|linkedin|youtube|tiktok|pinterest"
     r"|kakao|badge|button|btn|divider|separator|arrow|bullet|app-?store|google-?play|avatar"
-    r"|masthead|header|footer|signature|unterschrift|profile|author|로고|ロゴ",
+    r"|masthead|footer|signature|profile|author)s?(?![a-z])|로고|ロゴ",
     re.IGNORECASE,
 )
+# names that mark a masthead only when nothing else describes the image (no alt text), or in
+# the alt text itself: a "header" picture with a caption is the story's picture
+MASTHEAD_HINT = re.compile(r"(?:header|banner|newsletter)(?![a-z])", re.IGNORECASE)
 # size hints in image URLs: ?w=150, /150x150/, _600x100., w644_h147
 _SIZE_HINT = re.compile(
     r"(?:^|[/_.\-])w(\d{2,4})_h(\d{2,4})(?=[/_.\-]|$)|(?:^|[/_.\-=])(\d{2,4})x(\d{2,4})(?=[/_.\-&]|$)",
@@ -121,6 +125,7 @@ def analyse(
     html: str | None,
     text: str | None,
     subject: str | None,
+    sender_name: str | None = None,
     list_unsubscribe: str | None,
     unsubscribe_post: str | None,
     cid_map: dict[str, str],
@@ -141,6 +146,8 @@ def analyse(
     links = doc.links if doc is not None else text_links(text or visible)
 
     found.preview = run.guard("preview", lambda: preview(doc, visible), None)
+    if found.preview is None and text and doc is not None:  # an HTML part without text
+        found.preview = run.guard("preview", lambda: preview(None, text), None)
     found.reading_minutes = reading_minutes(visible)
     header = parse_list_unsubscribe(list_unsubscribe, unsubscribe_post)
     found.unsubscribe = header or run.guard("unsubscribe", lambda: body_unsubscribe(links), None) \
@@ -154,7 +161,8 @@ def analyse(
     )
     if doc is not None:
         found.thumbnail_candidates = tuple(
-            run.guard("thumbnail", lambda: thumbnail_candidates(doc, cid_map), [])
+            run.guard("thumbnail", lambda: thumbnail_candidates(doc, cid_map, sender_name or ""),
+                      [])
         )
         found.thumbnail_url = found.thumbnail_candidates[0] if found.thumbnail_candidates else None
         found.display_html = run.guard(
@@ -184,7 +192,7 @@ def preview(doc: HtmlDoc | None, text: str) -> str | None:
     if doc is not None:
         body = collapse(" ".join(blocks[:400]))
         for _, hidden in doc.hidden:
-            candidate = _tidy(collapse(hidden))
+            candidate = _tidy(without_boilerplate(collapse(hidden)))
             if good_preheader(candidate, body):
                 return truncate(candidate) or None
     pieces: list[str] = []
@@ -193,8 +201,9 @@ def preview(doc: HtmlDoc | None, text: str) -> str | None:
         block = collapse(block)
         if len(block) < 2 or _is_url(block) or not re.search(r"\w", block):
             continue
-        if block.startswith(">") or (len(block) < 120 and (
-                BOILERPLATE.search(block) or UNSUBSCRIBE.search(block))):
+        if block.startswith(">") or (len(block) < 120 and UNSUBSCRIBE.search(block)):
+            continue
+        if not (block := without_boilerplate(block)):
             continue
         if not pieces and LEAD_JUNK.search(block):
             continue  # a date, issue number or reading time before the letter starts
@@ -204,6 +213,18 @@ def preview(doc: HtmlDoc | None, text: str) -> str | None:
             break
     joined = _tidy(" ".join(pieces))
     return truncate(joined) if joined else None
+
+
+_SENTENCE = re.compile(r"(?<=[.!?…])\s+")
+
+
+def without_boilerplate(text: str) -> str:
+    """``text`` without its "view in browser" / "can't read this mail" sentences."""
+    if len(text) >= 600 or not BOILERPLATE.search(text):
+        return text
+    kept = _tidy(" ".join(s for s in _SENTENCE.split(text)
+                          if len(s) >= 120 or not BOILERPLATE.search(s)))
+    return kept if len(kept) >= 25 else ""  # what is left of "…? Click here" is no text
 
 
 PREHEADER_MIN_CHARS = 20  # shorter hidden text must be found in the letter to be trusted
@@ -302,7 +323,7 @@ def body_unsubscribe(links: list[Link]) -> Unsubscribe | None:
             score = 3
         elif UNSUBSCRIBE.search(_href_words(link.href)):
             score = 2
-        elif len(link.text) <= 30 and UNSUBSCRIBE.search(link.before[-40:]):
+        elif len(link.text) <= 30 and UNSUBSCRIBE.search(link.before[-80:]):
             score = 1
         if score and (best is None or score > best[0]):
             best = (score, link)
@@ -321,12 +342,14 @@ def web_version(links: list[Link]) -> str | None:
         if not _web(link.href) or UNSUBSCRIBE.search(link.text):
             continue
         score = 0
+        short = len(link.text) <= 30
         if WEB_VERSION.search(link.text):
             score = 3
-        elif len(link.text) <= 30 and (TROUBLE_VIEWING.search(link.before)
-                                       or TROUBLE_VIEWING.search(link.after[:80])):
+        elif TROUBLE_VIEWING.search(link.text) or short and (
+                TROUBLE_VIEWING.search(link.before) or TROUBLE_VIEWING.search(link.after[:80])):
             score = 2
-        elif len(link.text) <= 30 and WEB_VERSION.search(link.before[-40:]):
+        elif short and (WEB_VERSION.search(link.before[-40:])
+                        or WEB_VERSION.search(link.after[:60])):
             score = 1
         if score and (best is None or score > best[0]):
             best = (score, link)
@@ -378,46 +401,54 @@ def size_hint(src: str) -> tuple[int | None, int | None]:
     return None, None
 
 
-def _content_image(image: Image) -> bool:
+def _content_image(image: Image, brand: str = "") -> bool:
     if is_tracking_image(image.src, image.width, image.height):
         return False
-    path = image.src.split("?", 1)[0].split("://", 1)[-1].partition("/")[2]
-    if NOT_CONTENT_IMAGE.search(image.hints) or NOT_CONTENT_IMAGE.search(unquote(path)):
+    path = unquote(image.src.split("?", 1)[0].split("://", 1)[-1].partition("/")[2])
+    if NOT_CONTENT_IMAGE.search(image.hints) or NOT_CONTENT_IMAGE.search(path):
         return False
+    if MASTHEAD_HINT.search(image.alt) or (not image.alt and MASTHEAD_HINT.search(path)):
+        return False
+    if len(brand) >= 3 and brand.lower() in image.alt.lower() and len(image.alt) <= len(brand) + 15:
+        return False  # the sender's own name as a picture's caption: its logo or masthead
     hinted_w, hinted_h = size_hint(image.src)
     width = image.width if image.width is not None else hinted_w
+    if width is not None and hinted_w and width >= 120:
+        width = max(width, hinted_w)  # a photo shown small, from a large source
     height = image.height if image.height is not None else hinted_h
     if width is not None and width < MIN_THUMBNAIL_WIDTH:
         return False
     if height is not None and height < 50:
         return False
-    if width and height and width > MAX_BANNER_RATIO * height:
+    ratio_w, ratio_h = (hinted_w, hinted_h) if hinted_w and hinted_h else (width, height)
+    if ratio_w and ratio_h and ratio_w > MAX_BANNER_RATIO * ratio_h:
         return False
     return not image.src.lower().split("?", 1)[0].endswith(".svg")
 
 
-def thumbnail_candidates(doc: HtmlDoc, cid_map: dict[str, str]) -> list[str]:
+def thumbnail_candidates(doc: HtmlDoc, cid_map: dict[str, str], brand: str = "") -> list[str]:
     """``og:image``, then the content images in order (no pixels, spacers, logos, icons,
-    mastheads, author photos). The store drops those that come back in every issue."""
+    mastheads, author photos; ``brand`` is the sender's name). The store drops those that come
+    back in every issue."""
     out: list[str] = [doc.og_image] if doc.og_image else []
     for image in doc.images:
         src = image.src
         if src.lower().startswith("cid:"):
             cid = unquote(src[4:]).strip("<>")
             mapped = cid_map.get(cid) or cid_map.get(cid.lower())
-            if mapped and _content_image(image):
+            if mapped and _content_image(image, brand):
                 out.append(mapped)
             continue
         if src.startswith("//"):
             src = "https:" + src
-        if _web(src) and _content_image(image):
+        if _web(src) and _content_image(image, brand):
             out.append(src)
         if len(out) >= MAX_CANDIDATES:
             break
     return list(dict.fromkeys(out))
 
 
-def thumbnail(doc: HtmlDoc, cid_map: dict[str, str]) -> str | None:
+def thumbnail(doc: HtmlDoc, cid_map: dict[str, str], brand: str = "") -> str | None:
     """The first thumbnail candidate."""
-    found = thumbnail_candidates(doc, cid_map)
+    found = thumbnail_candidates(doc, cid_map, brand)
     return found[0] if found else None
