@@ -89,6 +89,8 @@ def test_parsed_message_carries_targets_beside_the_originals() -> None:
         ("https://open.sender.example/o/abc.gif", None, None, True),  # tracking host, no size
         ("https://x.list-manage.com/track/open.php?u=1", None, None, True),
         ("https://event.stibee.com/v2/open/NDczNDMv", None, None, True),
+        ("https://u28034542.ct.sendgrid.net/x/AbCdEf.gif", None, None, True),  # tracking host
+        ("https://u28034542.ct.sendgrid.net/x/AbCdEf.gif", 600, 300, False),  # sized: content
         ("https://img.stibee.com/20221_1608387771.jpg", None, None, False),
         ("https://t1.daumcdn.net/news/photo.jpg", None, None, False),
     ],
