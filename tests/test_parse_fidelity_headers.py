@@ -165,3 +165,11 @@ def test_single_byte_label_on_utf8_bytes_is_utf8() -> None:
         decoded = decode_bytes(text.encode(), label)
         assert (decoded.text, decoded.charset) == (text, "utf-8"), label
         assert decoded.fallback
+
+
+def test_part_charset_is_the_prior_for_a_short_subject() -> None:
+    # alone, capitals in KOI8-R read best as lower-case cp1251; the body's label decides
+    m = parse_message(message(
+        ["From: a@b.example", f"Subject: {raw('ТЕСТ', 'koi8-r')}",
+         "Content-Type: text/plain; charset=koi8-r"], "Привет".encode("koi8-r")))
+    assert (m.subject, m.text) == ("ТЕСТ", "Привет")

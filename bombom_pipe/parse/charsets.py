@@ -187,12 +187,12 @@ SHORT_BYTES = 400  # unlabelled 8-bit data up to this size is judged by script p
 # legacy codecs tried on unlabelled short strings, in order of preference on a tie (this is a
 # Korean service: CP949 first); Chinese codecs only come in through a prior
 SHORT_CANDIDATES = ("cp949", "cp932", "koi8_r", "cp1251", "cp1252", "iso8859-7")
-_SCRIPTS = {  # codec -> the scripts its text is written in
+_SCRIPTS = {  # codec (Python's canonical name) -> the scripts its text is written in
     "cp949": ("HANGUL",), "iso2022_kr": ("HANGUL",),
     "cp932": ("HIRAGANA", "KATAKANA", "CJK"), "euc_jp": ("HIRAGANA", "KATAKANA", "CJK"),
     "iso2022_jp": ("HIRAGANA", "KATAKANA", "CJK"),
     "gb18030": ("CJK",), "big5hkscs": ("CJK",), "hz": ("CJK",),
-    "koi8_r": ("CYRILLIC",), "koi8_u": ("CYRILLIC",), "cp1251": ("CYRILLIC",),
+    "koi8-r": ("CYRILLIC",), "koi8-u": ("CYRILLIC",), "cp1251": ("CYRILLIC",),
     "cp866": ("CYRILLIC",), "iso8859-5": ("CYRILLIC",), "mac-cyrillic": ("CYRILLIC",),
     "iso8859-7": ("GREEK",), "cp1253": ("GREEK",), "iso8859-8": ("HEBREW",),
     "cp1255": ("HEBREW",), "cp1256": ("ARABIC",), "iso8859-6": ("ARABIC",), "cp874": ("THAI",),
@@ -217,7 +217,10 @@ def plausibility(text: str, codec: str) -> float:
     Wrong guesses of a legacy charset produce characters from the wrong script, Hanja without
     Hangul, half-width kana, or words mixing case (``оПХБЕР``) and accented-only Latin words.
     """
-    scripts = _SCRIPTS.get(codec, ("LATIN",))
+    try:
+        scripts = _SCRIPTS.get(codecs.lookup(codec).name, ("LATIN",))
+    except LookupError:
+        return 0.0
     chars = [c for c in text if ord(c) > 127 and c not in _NEUTRAL and not c.isspace()]
     if not chars:
         return 1.0

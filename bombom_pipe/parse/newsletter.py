@@ -69,7 +69,7 @@ CONFIRM_LINK_HREF = re.compile(r"confirm|verif|activat|opt-?in|/doi\b|subscribe/
 TRACKING_SRC = re.compile(
     r"/open(?:[./?_-]|$)|/track|tracking|pixel|beacon|/o\.gif|/wf/open|/e/o/|spacer|blank\.gif"
     r"|transparent\.(?:gif|png)|1x1|/imp(?:[./?]|$)|/trk|openrate|/t\.gif|/mo/|emimp|/pxl"
-    r"|/v\d/open|/ss/o/|/e2t/o/|/CI0/|/o/[A-Za-z0-9_-]{20,}",
+    r"|/v\d/open|/ss/o/|/e2t/o/|/CI0/",
     re.IGNORECASE,
 )
 # hosts that serve open-tracking pixels (the image often has no width or height)
@@ -153,8 +153,10 @@ def analyse(
     found.unsubscribe = header or run.guard("unsubscribe", lambda: body_unsubscribe(links), None) \
         or Unsubscribe()
     found.web_version_url = run.guard("web version", lambda: web_version(links), None)
-    found.web_version_target = clicks.target(found.web_version_url)
-    if found.unsubscribe.http and (aim := clicks.target(found.unsubscribe.http)):
+    found.web_version_target = run.guard(
+        "click target", lambda: clicks.target(found.web_version_url), None)
+    aim = run.guard("click target", lambda: clicks.target(found.unsubscribe.http), None)
+    if aim:
         found.unsubscribe = dataclasses.replace(found.unsubscribe, http_target=aim)
     found.confirmation_url = run.guard(
         "confirmation", lambda: confirmation(subject, visible, links), None
@@ -447,8 +449,3 @@ def thumbnail_candidates(doc: HtmlDoc, cid_map: dict[str, str], brand: str = "")
             break
     return list(dict.fromkeys(out))
 
-
-def thumbnail(doc: HtmlDoc, cid_map: dict[str, str], brand: str = "") -> str | None:
-    """The first thumbnail candidate."""
-    found = thumbnail_candidates(doc, cid_map, brand)
-    return found[0] if found else None
