@@ -43,8 +43,10 @@ def _scope(tree: Tree) -> int | None:
     return None
 
 
-def select(tree: Tree) -> Bodies:
-    """Decode the first text/html and text/plain body; everything else goes to ``others``."""
+def select(tree: Tree, hint: str | None = None) -> Bodies:
+    """Decode the first text/html and text/plain body; everything else goes to ``others``.
+
+    ``hint`` is the message's prior charset for short bodies that declare none."""
     out = Bodies()
     scope = _scope(tree)
     chosen: dict[str, Leaf] = {}
@@ -59,7 +61,7 @@ def select(tree: Tree) -> Bodies:
         else:
             out.others.append(leaf)
     for ctype, leaf in chosen.items():
-        decoded = _decode(leaf, ctype == "text/html")
+        decoded = _decode(leaf, ctype == "text/html", hint)
         out.charsets.append(decoded.charset)
         out.replaced = out.replaced or decoded.replaced
         if decoded.fallback:
@@ -71,5 +73,5 @@ def select(tree: Tree) -> Bodies:
     return out
 
 
-def _decode(leaf: Leaf, html: bool) -> Decoded:
-    return decode_bytes(leaf.data, leaf.params.get("charset"), html=html)
+def _decode(leaf: Leaf, html: bool, hint: str | None) -> Decoded:
+    return decode_bytes(leaf.data, leaf.params.get("charset"), html=html, hint=hint)

@@ -2,8 +2,8 @@
 
 The walk is iterative (no recursion on deep markup) and skips non-rendered content: scripts,
 styles, the head, and hidden elements (``display:none``, ``max-height:0``, ``opacity:0``,
-``mso-hide:all``, preheader classes). Hidden text near the top is kept aside as preheader
-candidates. bs4 is imported lazily.
+``mso-hide:all``, classes a ``<style>`` sheet hides). Hidden text near the top, and the text
+of preheader-named elements, is kept aside as preheader candidates. bs4 is imported lazily.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ _PREHEADER_CLASS = re.compile(r"pre-?header|preview-?text|mcnpreviewtext|preview
 _INVISIBLE = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f"
                         "\u202a-\u202e\u2060-\u2064\u206a-\u206f\u3164\ufeff\uffa0]")
 _SPACES = re.compile(r"\s+")
+_STYLE_OPEN = re.compile(r"<style\b", re.IGNORECASE)
+_STYLE_CLOSE = re.compile(r"</style", re.IGNORECASE)
 _DIMENSION = re.compile(r"^\s*(\d{1,6})(?:\.\d+)?\s*(?:px)?\s*$", re.IGNORECASE)
 
 
@@ -86,6 +88,7 @@ class Link:
     text: str
     before: str
     position: int  # visible characters preceding it
+    after: str = ""  # the rest of its line ("click here if you can't read this mail")
 
 
 @dataclass(slots=True)
@@ -113,6 +116,7 @@ class HtmlDoc:
     images: list[Image] = field(default_factory=list)
     og_image: str | None = None
     truncated: bool = False
+    hidden_names: frozenset[str] = frozenset()  # classes and ids the <style> sheets hide
 
     @property
     def text(self) -> str:
@@ -126,9 +130,57 @@ def load(html: str) -> HtmlDoc:
     truncated = len(html) > MAX_HTML_CHARS
     soup = BeautifulSoup(html[:MAX_HTML_CHARS], "html.parser")
     doc = HtmlDoc(soup=soup, source=html, truncated=truncated)
+    doc.hidden_names = sheet_hidden(_style_text(html[:MAX_HTML_CHARS])[:200_000])
     _walk(doc)
     doc.og_image = _meta_image(soup)
     return doc
+
+
+def _style_text(html: str) -> str:
+    """The contents of the ``<style>`` elements (a linear scan of the source, no tree walk)."""
+    out: list[str] = []
+    pos = 0
+    while (start := _STYLE_OPEN.search(html, pos)) and len(out) < 50:
+        body = html.find(">", start.end())
+        end = _STYLE_CLOSE.search(html, body) if body >= 0 else None
+        if end is None:
+            break
+        out.append(html[body + 1 : end.start()])
+        pos = end.end()
+    return " ".join(out)
+
+
+def sheet_hidden(css: str) -> frozenset[str]:
+    """Class and id names that a style sheet's top-level rules hide (``.preheader{display:none}``).
+
+    Rules inside ``@media`` and other blocks hide only on some screens and are ignored."""
+    names: set[str] = set()
+    depth = 0
+    start = 0  # where the current top-level selector (or block) begins
+    open_at = 0
+    for match in re.finditer(r"[{}]", css):
+        if match.group() == "{":
+            if depth == 0:
+                open_at = match.start()
+            depth += 1
+            continue
+        if depth == 0:
+            continue
+        depth -= 1
+        if depth:
+            continue
+        selectors, body = css[start:open_at], css[open_at + 1 : match.start()]
+        start = match.end()
+        if "{" in body or not _HIDDEN_STYLE.search(re.sub(r"\s+", "", body).lower()):
+            continue
+        for selector in selectors.split(","):
+            parts = selector.split()
+            names.update(n.lower() for n in re.findall(r"[.#]([\w-]+)", parts[-1] if parts else ""))
+    return frozenset(names)
+
+
+def _sheet_hides(tag: Any, names: frozenset[str]) -> bool:
+    return bool(names) and any(n in names for n in classes_of(tag).lower().split())
 
 
 def _meta_image(soup: Any) -> str | None:
@@ -146,12 +198,16 @@ def _walk(doc: HtmlDoc) -> None:
 
     line: list[str] = []
     position = 0
+    waiting: list[tuple[Link, int]] = []  # links closed in this line, by line parts before them
     anchors: list[tuple[Any, list[str], str, int]] = []  # (tag, text parts, before, position)
     stack: list[tuple[Any, Any]] = [(iter(doc.soup.contents), None)]
 
     def flush() -> None:
         nonlocal position
         text = collapse("".join(line))
+        for link, at in waiting:
+            link.after = collapse("".join(line[at:]))[:80]
+        waiting.clear()
         line.clear()
         if text:
             doc.blocks.append(text)
@@ -168,6 +224,7 @@ def _walk(doc: HtmlDoc) -> None:
                 href = tag.get("href")
                 if isinstance(href, str) and href.strip():
                     doc.links.append(Link(href.strip(), collapse(" ".join(parts)), before, start))
+                    waiting.append((doc.links[-1], len(line)))
             if closing.name in _BLOCK:
                 flush()
             continue
@@ -178,10 +235,12 @@ def _walk(doc: HtmlDoc) -> None:
             continue
         if not isinstance(node, Tag) or node.name in _SKIP:
             continue
-        if is_hidden(node) or _PREHEADER_CLASS.search(classes_of(node)):
+        hidden = is_hidden(node) or _sheet_hides(node, doc.hidden_names)
+        if hidden or _PREHEADER_CLASS.search(classes_of(node)):
             if position < PREHEADER_WINDOW and (text := collapse(node.get_text(" ")[:4000])):
                 doc.hidden.append((position, text))
-            continue
+            if hidden:
+                continue  # a preheader-named table that is not hidden is read as visible
         if node.name == "img":
             _image(doc, node, position, anchors)
             continue
