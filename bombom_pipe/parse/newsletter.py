@@ -19,6 +19,7 @@ from . import clicks
 from .headers import decode_words
 from .html import HtmlDoc, Image, Link, collapse
 from .result import Unsubscribe
+from .urls import public_url, stored_url
 
 PREVIEW_CHARS = 150
 MIN_PREVIEW_CHARS = 100
@@ -69,7 +70,7 @@ CONFIRM_LINK_HREF = re.compile(r"confirm|verif|activat|opt-?in|/doi\b|subscribe/
 TRACKING_SRC = re.compile(
     r"/open(?:[./?_-]|$)|/track|tracking|pixel|beacon|/o\.gif|/wf/open|/e/o/|spacer|blank\.gif"
     r"|transparent\.(?:gif|png)|1x1|/imp(?:[./?]|$)|/trk|openrate|/t\.gif|/mo/|emimp|/pxl"
-    r"|/v\d/open|/ss/o/|/e2t/o/|/CI0/",
+    r"|/v\d/open|/ss/o/|/e2t/o/|/CI0/|read-?receipt",
     re.IGNORECASE,
 )
 # hosts that serve open-tracking pixels (the image often has no width or height)
@@ -176,6 +177,24 @@ def analyse(
         )
     elif text:
         found.display_html = sanitize.plain_to_html(text)
+    return _public_urls(found)
+
+
+def _public_urls(found: Findings) -> Findings:
+    """Every URL we store, re-serialized; ones pointing at internal hosts are dropped."""
+    u = found.unsubscribe
+    http = public_url(u.http)
+    found.unsubscribe = dataclasses.replace(
+        u, http=http, http_target=public_url(u.http_target) if http else None,
+        one_click=bool(http and u.one_click))
+    found.web_version_url = public_url(found.web_version_url)
+    found.web_version_target = (public_url(found.web_version_target)
+                                if found.web_version_url else None)
+    found.thumbnail_candidates = tuple(dict.fromkeys(
+        url for candidate in found.thumbnail_candidates if (url := stored_url(candidate))))
+    found.thumbnail_url = (found.thumbnail_candidates[0] if found.thumbnail_candidates
+                           else stored_url(found.thumbnail_url))
+    found.confirmation_url = public_url(found.confirmation_url)
     return found
 
 
@@ -271,8 +290,9 @@ def parse_list_unsubscribe(value: str | None, post: str | None) -> Unsubscribe |
         value = decode_words(value)[0]
     targets = re.findall(r"<([^<>]*)>", value) or value.split(",")
     cleaned = [re.sub(r"\s+", "", t) for t in targets]
-    https = [t for t in cleaned if t.lower().startswith("https://")]
-    http = https or [t for t in cleaned if t.lower().startswith("http://")]
+    web = [url for t in cleaned if (url := public_url(t))]
+    https = [t for t in web if t.startswith("https://")]
+    http = https or [t for t in web if t.startswith("http://")]
     mailto = [t for t in cleaned if t.lower().startswith("mailto:")]
     if not http and not mailto:
         return None
@@ -304,7 +324,7 @@ def text_links(text: str) -> list[Link]:
 
 
 def _web(href: str) -> bool:
-    return href.lower().startswith(("http://", "https://"))
+    return public_url(href) is not None
 
 
 def _href_words(href: str) -> str:
