@@ -76,6 +76,9 @@ def test_pixel_and_css_url_never_survive_confusing_markup(prefix: str) -> None:
     '<div style="max-height:0;overflow:hidden">{}</div>',
     '<div style="width:0px;overflow:hidden;">{}</div>',
     '<div hidden>{}</div>',
+    '<div style="width:1px;height:1px;overflow:hidden">{}</div>',
+    '<div style="width:2px"><p>{}</p></div>',
+    '<span style="max-height:1px;overflow:clip">{}</span>',
     '<table><tr><td><div><table style="display:none"><tr><td><b>{}</b></td></tr></table>'
     '</div></td></tr></table>',
 ])
@@ -85,6 +88,11 @@ def test_images_in_hidden_containers_are_not_fetched(container: str) -> None:
     shown = display("<p>visible text</p>" + container.format(beacons) + CONTENT_IMAGE)
     assert image_sources(shown) == ["https://img.example.com/cover.jpg"]
     assert "visible text" in shown
+
+
+def test_tables_declaring_no_width_keep_their_images() -> None:
+    shown = display('<table width="0"><tr><td width="1">' + CONTENT_IMAGE + "</td></tr></table>")
+    assert image_sources(shown) == ["https://img.example.com/cover.jpg"]
 
 
 def test_tracking_images_by_size_and_shape() -> None:

@@ -191,6 +191,9 @@ ATTACKS = {
                                   'src="https://link.news.example.com/img/5f1e/s.gif"></div>',
     "hidden read receipt": '<table style="display:none"><tr><td><img src="https://mail.naver.com'
                            '/readReceipt/notify/?img=abc"></td></tr></table>',
+    "tiny boxes": '<div style="width:1px;height:1px;overflow:hidden"><img src="https://cdn.news.'
+                  'example.com/u/1a2b.png" width="600" height="300"></div><div style="width:2px">'
+                  '<img src="https://cdn.news.example.com/u/3c4d.png" style="width:100%"></div>',
     "relative image": '<img src="/api/logout"><img src="logout.gif" width="300" height="200">',
     "session expired box": '<div style="position:fixed;top:0;left:0;width:100vw;height:100vh;'
                            'z-index:2147483647;background:#fff">Your session expired, <a '

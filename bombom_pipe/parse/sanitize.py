@@ -73,6 +73,8 @@ CONTENT_DROPPED = frozenset({"script", "style", "title", "noscript", "template",
                              "svg", "math", "frameset", "noembed", "noframes"})
 URL_SCHEMES = frozenset({"http", "https", "mailto", "tel", "cid"})
 VOID = frozenset({"img", "br", "hr", "col", "wbr"})
+TABLE_PARTS = frozenset({"table", "tbody", "thead", "tfoot", "tr", "td", "th", "caption",
+                         "colgroup"})
 QUOTED_PROPERTIES = frozenset({"font", "font-family"})
 NO_PERCENT = frozenset({"height", "min-height"})  # follows the viewport through 100% chains
 
@@ -148,6 +150,12 @@ def _attribute_filter(cid_map: dict[str, str], approved: set[str] | None
     """nh3's per-attribute decision; with ``approved``, images keep only those sources."""
 
     def decide(tag: str, attribute: str, value: str) -> str | None:
+        try:
+            return _decide(tag, attribute, value)
+        except Exception:  # noqa: BLE001 - nh3 would print it to stderr; drop the attribute
+            return None
+
+    def _decide(tag: str, attribute: str, value: str) -> str | None:
         if attribute == "style":
             return safe_style(value) or None
         if attribute == "href":
@@ -203,9 +211,23 @@ def _hidden(attributes: dict[str, str]) -> bool:
     opacity = re.fullmatch(r"(\d*\.?\d+)(%?)", css.get("opacity", "1"))
     if opacity and float(opacity.group(1)) / (100 if opacity.group(2) else 1) < 0.05:
         return True
-    sizes = ("height", "max-height", "width", "max-width")
     clipped = css.get("overflow", "").startswith(("hidden", "clip"))
-    return clipped and any(_ZERO.match(css.get(p, "x")) for p in sizes)
+    return clipped and _tiny(attributes)
+
+
+def _tiny(attributes: dict[str, str]) -> bool:
+    """A declared width or height of at most 2 px (or 1 %, or 0 in any unit)."""
+    css = _declarations(attributes.get("style", ""))
+    values = [attributes.get("width", ""), attributes.get("height", ""), css.get("width", ""),
+              css.get("height", ""), css.get("max-width", ""), css.get("max-height", "")]
+    for value in values:
+        if _ZERO.match(value):
+            return True
+        if (match := _PX.match(value)) and float(match.group(1)) <= 2:
+            return True
+        if (match := re.fullmatch(r"\s*(\d*\.?\d+)\s*%\s*", value)) and float(match.group(1)) <= 1:
+            return True
+    return False
 
 
 def _size(attributes: dict[str, str], name: str) -> float | None:
@@ -220,10 +242,12 @@ def _drop_hidden_and_pixels(html: str) -> tuple[str, set[str]]:
 
     nh3's output is balanced (every non-void element closed) and escapes ``<``/``>``/``"``
     in text and attribute values, so every ``<`` starts a tag and the scan sees nh3's tree.
+    Images inside a tiny box (at most 2 px, tables aside) go too: it would shrink them out of
+    sight.
     """
     out: list[str] = []
     approved: set[str] = set()
-    depth = 0
+    tiny: list[bool] = []  # per open element: it or an ancestor is tiny
     hidden_at: int | None = None  # depth of the hidden element being skipped
     position = 0
     for match in _OUT_TAG.finditer(html):
@@ -232,31 +256,35 @@ def _drop_hidden_and_pixels(html: str) -> tuple[str, set[str]]:
         position = match.end()
         closing, name = match.group(1), match.group(2)
         if closing:
-            depth -= 1
+            tiny.pop()
             if hidden_at is not None:
-                if depth == hidden_at:
+                if len(tiny) == hidden_at:
                     hidden_at = None
-            elif depth < MAX_DEPTH:
+            elif len(tiny) < MAX_DEPTH:
                 out.append(match.group(0))
             continue
         if hidden_at is not None:
-            depth += name not in VOID
+            if name not in VOID:
+                tiny.append(True)
             continue
         attributes = {k: html_lib.unescape(v) for k, v in _OUT_ATTR.findall(match.group(3))}
         if name not in VOID and _hidden(attributes):
-            hidden_at = depth
-            depth += 1
+            hidden_at = len(tiny)
+            tiny.append(True)
             continue
         if name == "img":
             src = attributes.get("src", "")
-            if _hidden(attributes) or (src and is_pixel(src, _size(attributes, "width"),
-                                                           _size(attributes, "height"))):
+            if src and ((tiny and tiny[-1]) or _hidden(attributes) or _tiny(attributes)
+                        or is_pixel(src, _size(attributes, "width"),
+                                    _size(attributes, "height"))):
                 continue
             if src:
                 approved.add(src)
-        if depth < MAX_DEPTH:
+        if len(tiny) < MAX_DEPTH:
             out.append(match.group(0))
-        depth += name not in VOID
+        if name not in VOID:
+            # a table grows to its content whatever width it declares
+            tiny.append(bool(tiny and tiny[-1]) or name not in TABLE_PARTS and _tiny(attributes))
     if hidden_at is None:
         out.append(html[position:])
     return "".join(out), approved
