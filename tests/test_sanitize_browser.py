@@ -194,6 +194,7 @@ ATTACKS = {
     "tiny boxes": '<div style="width:1px;height:1px;overflow:hidden"><img src="https://cdn.news.'
                   'example.com/u/1a2b.png" width="600" height="300"></div><div style="width:2px">'
                   '<img src="https://cdn.news.example.com/u/3c4d.png" style="width:100%"></div>',
+    "closed details": f"<details><summary>more</summary>{CONTENT_IMAGE}</details>",
     "relative image": '<img src="/api/logout"><img src="logout.gif" width="300" height="200">',
     "session expired box": '<div style="position:fixed;top:0;left:0;width:100vw;height:100vh;'
                            'z-index:2147483647;background:#fff">Your session expired, <a '
@@ -240,6 +241,7 @@ def test_the_check_itself_sees_each_kind_of_harm(browser: Browser) -> None:
         "fixed": '<div style="position:fixed;top:0">x</div>',
         "margin": '<div style="margin-top:-100px">x</div>',
         "frame": '<iframe srcdoc="<b>x</b>"></iframe>',
+        "details": f"<details><summary>more</summary>{CONTENT_IMAGE}</details>",
         "css": '<div style="background:url(https://evil.example.com/t.png)">x</div>',
     }
     for name, html in raw.items():

@@ -10,7 +10,8 @@ allowlist of tags, attributes, URL schemes and CSS properties. Three steps, all 
    viewport units, no negative margins, no percentage heights; ``position`` is not allowed).
 2. A linear scan of that (balanced, escaped) output drops hidden subtrees (``display:none``,
    ``visibility:hidden``, ``opacity:0``, zero-size with ``overflow:hidden``, ``hidden``) with
-   everything in them, tracking images (0-2 px, beacon-shaped URLs), and depth past MAX_DEPTH.
+   everything in them, tracking images (0-2 px, beacon-shaped URLs, or inside a box of at most
+   2 px), and depth past MAX_DEPTH. (``<details>`` is not kept: closed, it hides what it holds.)
 3. ``nh3.clean`` again with the same filter, where an image may keep only a ``src`` that step 2
    approved: a reparse can never bring back a pixel.
 
@@ -33,10 +34,10 @@ RAW_DEPTH = 256  # cap on the raw markup's nesting, before nh3 parses it
 
 TAGS = frozenset({
     "a", "abbr", "b", "bdi", "bdo", "blockquote", "br", "caption", "center", "cite", "code",
-    "col", "colgroup", "dd", "del", "details", "dfn", "div", "dl", "dt", "em", "figcaption",
+    "col", "colgroup", "dd", "del", "dfn", "div", "dl", "dt", "em", "figcaption",
     "figure", "font", "footer", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "i", "img",
     "ins", "kbd", "li", "mark", "ol", "p", "pre", "q", "s", "small", "span", "strike", "strong",
-    "sub", "summary", "sup", "table", "tbody", "td", "tfoot", "th", "thead", "time", "tr", "tt",
+    "sub", "sup", "table", "tbody", "td", "tfoot", "th", "thead", "time", "tr", "tt",
     "u", "ul", "wbr", "article", "section", "aside", "nav", "main",
 })
 _COMMON = {"style", "dir", "lang", "title", "align", "valign", "width", "height", "bgcolor",
@@ -202,22 +203,20 @@ def _declarations(style: str) -> dict[str, str]:
     return found
 
 
-def _hidden(attributes: dict[str, str]) -> bool:
+def _hidden(attributes: dict[str, str], css: dict[str, str]) -> bool:
     if "hidden" in attributes:
         return True
-    css = _declarations(attributes.get("style", ""))
     if css.get("display") == "none" or css.get("visibility") in ("hidden", "collapse"):
         return True
     opacity = re.fullmatch(r"(\d*\.?\d+)(%?)", css.get("opacity", "1"))
     if opacity and float(opacity.group(1)) / (100 if opacity.group(2) else 1) < 0.05:
         return True
     clipped = css.get("overflow", "").startswith(("hidden", "clip"))
-    return clipped and _tiny(attributes)
+    return clipped and _tiny(attributes, css)
 
 
-def _tiny(attributes: dict[str, str]) -> bool:
+def _tiny(attributes: dict[str, str], css: dict[str, str]) -> bool:
     """A declared width or height of at most 2 px (or 1 %, or 0 in any unit)."""
-    css = _declarations(attributes.get("style", ""))
     values = [attributes.get("width", ""), attributes.get("height", ""), css.get("width", ""),
               css.get("height", ""), css.get("max-width", ""), css.get("max-height", "")]
     for value in values:
@@ -230,8 +229,7 @@ def _tiny(attributes: dict[str, str]) -> bool:
     return False
 
 
-def _size(attributes: dict[str, str], name: str) -> float | None:
-    css = _declarations(attributes.get("style", ""))
+def _size(attributes: dict[str, str], css: dict[str, str], name: str) -> float | None:
     sizes = [attributes.get(name, ""), css.get(name, ""), css.get(f"max-{name}", "")]
     numbers = [float(m.group(1)) for s in sizes if (m := _PX.match(s))]
     return min(numbers) if numbers else None
@@ -268,15 +266,16 @@ def _drop_hidden_and_pixels(html: str) -> tuple[str, set[str]]:
                 tiny.append(True)
             continue
         attributes = {k: html_lib.unescape(v) for k, v in _OUT_ATTR.findall(match.group(3))}
-        if name not in VOID and _hidden(attributes):
+        css = _declarations(attributes.get("style", ""))
+        if name not in VOID and _hidden(attributes, css):
             hidden_at = len(tiny)
             tiny.append(True)
             continue
         if name == "img":
             src = attributes.get("src", "")
-            if src and ((tiny and tiny[-1]) or _hidden(attributes) or _tiny(attributes)
-                        or is_pixel(src, _size(attributes, "width"),
-                                    _size(attributes, "height"))):
+            if src and ((tiny and tiny[-1]) or _hidden(attributes, css) or _tiny(attributes, css)
+                        or is_pixel(src, _size(attributes, css, "width"),
+                                    _size(attributes, css, "height"))):
                 continue
             if src:
                 approved.add(src)
@@ -284,7 +283,8 @@ def _drop_hidden_and_pixels(html: str) -> tuple[str, set[str]]:
             out.append(match.group(0))
         if name not in VOID:
             # a table grows to its content whatever width it declares
-            tiny.append(bool(tiny and tiny[-1]) or name not in TABLE_PARTS and _tiny(attributes))
+            small = name not in TABLE_PARTS and _tiny(attributes, css)
+            tiny.append(bool(tiny and tiny[-1]) or small)
     if hidden_at is None:
         out.append(html[position:])
     return "".join(out), approved
