@@ -79,11 +79,12 @@ def test_pixel_and_css_url_never_survive_confusing_markup(prefix: str) -> None:
     '<div style="width:1px;height:1px;overflow:hidden">{}</div>',
     '<div style="width:2px"><p>{}</p></div>',
     '<span style="max-height:1px;overflow:clip">{}</span>',
+    '<table width="1"><tr><td>{}</td></tr></table>',
     '<table><tr><td><div><table style="display:none"><tr><td><b>{}</b></td></tr></table>'
     '</div></td></tr></table>',
 ])
 def test_images_in_hidden_containers_are_not_fetched(container: str) -> None:
-    beacons = ('<img src="https://link.news.example.com/img/5f1e2d3c/s.gif" width="600">'
+    beacons = ('<img src="https://link.news.example.com/img/5f1e2d3c/s.gif" width="100%">'
                '<img src="https://mail.naver.com/readReceipt/notify/?img=abc%40naver.com">')
     shown = display("<p>visible text</p>" + container.format(beacons) + CONTENT_IMAGE)
     assert image_sources(shown) == ["https://img.example.com/cover.jpg"]
@@ -132,12 +133,13 @@ def test_urls_in_the_html_are_reserialized() -> None:
     "width:100vw;height:100vh", "min-height:100dvh", "height:calc(100vh - 1px)",
     "height:100%;min-height:100%", "margin:-200px 0 0 -200px", "margin-top:-9999px",
     "margin: 0 -50%", "width:100VW", "height:100svh", "max-width:100vmax;min-height:100vmin",
+    "font-size:0;width:1em;height:1em",
 ])
 def test_page_covering_css_is_dropped(style: str) -> None:
     shown = display(f'<div style="{style};color:red" height="100%">Your session expired, '
                     f'<a href="https://phish.example.com/login">log in</a></div>')
     assert "Your session expired" in shown
-    assert not re.search(r"position|z-index|v(?:w|h|min|max)\b|-\d|-\.|100%", shown, re.I)
+    assert not re.search(r"position|z-index|v(?:w|h|min|max)\b|-\d|-\.|100%|\dem", shown, re.I)
     assert "color:red" in shown
 
 

@@ -193,7 +193,11 @@ ATTACKS = {
                            '/readReceipt/notify/?img=abc"></td></tr></table>',
     "tiny boxes": '<div style="width:1px;height:1px;overflow:hidden"><img src="https://cdn.news.'
                   'example.com/u/1a2b.png" width="600" height="300"></div><div style="width:2px">'
-                  '<img src="https://cdn.news.example.com/u/3c4d.png" style="width:100%"></div>',
+                  '<img src="https://cdn.news.example.com/u/3c4d.png" style="width:100%"></div>'
+                  '<table width="1"><tr><td><img src="https://cdn.news.example.com/u/5e6f.png" '
+                  'style="max-width:100%"></td></tr></table><div style="font-size:0"><img '
+                  'src="https://cdn.news.example.com/u/7a8b.png" style="width:1em;height:1em">'
+                  '</div>',
     "closed details": f"<details><summary>more</summary>{CONTENT_IMAGE}</details>",
     "relative image": '<img src="/api/logout"><img src="logout.gif" width="300" height="200">',
     "session expired box": '<div style="position:fixed;top:0;left:0;width:100vw;height:100vh;'
@@ -226,9 +230,9 @@ ATTACKS = {
 def test_attacks_render_harmlessly(browser: Browser, name: str) -> None:
     shown = parse_message(mail(ATTACKS[name] + CONTENT_IMAGE)).display_html
     found = browser.render(shown or "")
+    # an image that was fetched and is not shown, or a beacon-shaped URL, is among the problems
     assert found.problems == []
-    # some confusing prefixes turn what follows into text, the content image included
-    assert set(found.allowed) <= {"https://img.example.com/cover.jpg"}
+    assert not any("t.example.com" in url or "evil" in url for url in found.allowed)
 
 
 def test_the_check_itself_sees_each_kind_of_harm(browser: Browser) -> None:

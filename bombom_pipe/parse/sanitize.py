@@ -74,14 +74,17 @@ CONTENT_DROPPED = frozenset({"script", "style", "title", "noscript", "template",
                              "svg", "math", "frameset", "noembed", "noframes"})
 URL_SCHEMES = frozenset({"http", "https", "mailto", "tel", "cid"})
 VOID = frozenset({"img", "br", "hr", "col", "wbr"})
+TINY_TABLE, TINY_BOX = 1, 2  # an ancestor declares at most 2 px: a table part, another box
 TABLE_PARTS = frozenset({"table", "tbody", "thead", "tfoot", "tr", "td", "th", "caption",
                          "colgroup"})
 QUOTED_PROPERTIES = frozenset({"font", "font-family"})
 NO_PERCENT = frozenset({"height", "min-height"})  # follows the viewport through 100% chains
+SIZES = frozenset({"width", "height", "min-width", "min-height", "max-width", "max-height"})
 
 _DECLARATION = re.compile(r"""(?:[^;"']|"[^"]*"|'[^']*')+""")
 _COLOUR_FUNCTION = re.compile(r"\b(?:rgba?|hsla?)\(", re.IGNORECASE)
 _VIEWPORT_UNIT = re.compile(r"\d\s*[sld]?v(?:w|h|i|b|min|max)\b", re.IGNORECASE)
+_FONT_UNIT = re.compile(r"\d\s*(?:r?em|ex|ch|r?lh|cap|ic)\b", re.IGNORECASE)
 _NEGATIVE = re.compile(r"(?:^|[\s,(])-\s*\.?\d")
 _RAW_TAG = re.compile(r"<(/?)([a-zA-Z][^\s/>]*)[^>]*>?")
 _OUT_TAG = re.compile(r"<(/?)([a-z][a-z0-9]*)([^>]*)>")
@@ -142,6 +145,8 @@ def _safe_value(name: str, value: str) -> bool:
     if _VIEWPORT_UNIT.search(value):
         return False
     if name.startswith("margin") and _NEGATIVE.search(value):
+        return False
+    if name in SIZES and _FONT_UNIT.search(value):  # font-size:0 would make the box vanish
         return False
     return not (name in NO_PERCENT and "%" in value)
 
@@ -235,17 +240,28 @@ def _size(attributes: dict[str, str], css: dict[str, str], name: str) -> float |
     return min(numbers) if numbers else None
 
 
+def _image_shown(src: str, attributes: dict[str, str], css: dict[str, str], inside: int) -> bool:
+    """False for pixels and for images that a hidden or tiny container keeps out of sight."""
+    if inside == TINY_BOX or _hidden(attributes, css) or _tiny(attributes, css):
+        return False
+    sizes = [attributes.get("width", ""), attributes.get("height", ""),
+             *(value for key, value in css.items() if key in SIZES)]
+    # a tiny table grows to fit its content, except content sized in percent of it
+    if inside == TINY_TABLE and any("%" in size for size in sizes):
+        return False
+    return not is_pixel(src, _size(attributes, css, "width"), _size(attributes, css, "height"))
+
+
 def _drop_hidden_and_pixels(html: str) -> tuple[str, set[str]]:
     """Step 2 on nh3's serialization: drop hidden subtrees, pixels and deep markup.
 
     nh3's output is balanced (every non-void element closed) and escapes ``<``/``>``/``"``
     in text and attribute values, so every ``<`` starts a tag and the scan sees nh3's tree.
-    Images inside a tiny box (at most 2 px, tables aside) go too: it would shrink them out of
-    sight.
+    Images inside a tiny box (at most 2 px) go too: it would shrink them out of sight.
     """
     out: list[str] = []
     approved: set[str] = set()
-    tiny: list[bool] = []  # per open element: it or an ancestor is tiny
+    tiny: list[int] = []  # per open element: TINY_BOX, TINY_TABLE or 0
     hidden_at: int | None = None  # depth of the hidden element being skipped
     position = 0
     for match in _OUT_TAG.finditer(html):
@@ -254,7 +270,8 @@ def _drop_hidden_and_pixels(html: str) -> tuple[str, set[str]]:
         position = match.end()
         closing, name = match.group(1), match.group(2)
         if closing:
-            tiny.pop()
+            if tiny:  # always, as nh3 balances its output
+                tiny.pop()
             if hidden_at is not None:
                 if len(tiny) == hidden_at:
                     hidden_at = None
@@ -263,28 +280,25 @@ def _drop_hidden_and_pixels(html: str) -> tuple[str, set[str]]:
             continue
         if hidden_at is not None:
             if name not in VOID:
-                tiny.append(True)
+                tiny.append(TINY_BOX)
             continue
         attributes = {k: html_lib.unescape(v) for k, v in _OUT_ATTR.findall(match.group(3))}
         css = _declarations(attributes.get("style", ""))
         if name not in VOID and _hidden(attributes, css):
             hidden_at = len(tiny)
-            tiny.append(True)
+            tiny.append(TINY_BOX)
             continue
         if name == "img":
             src = attributes.get("src", "")
-            if src and ((tiny and tiny[-1]) or _hidden(attributes, css) or _tiny(attributes, css)
-                        or is_pixel(src, _size(attributes, css, "width"),
-                                    _size(attributes, css, "height"))):
+            if src and not _image_shown(src, attributes, css, tiny[-1] if tiny else 0):
                 continue
             if src:
                 approved.add(src)
         if len(tiny) < MAX_DEPTH:
             out.append(match.group(0))
         if name not in VOID:
-            # a table grows to its content whatever width it declares
-            small = name not in TABLE_PARTS and _tiny(attributes, css)
-            tiny.append(bool(tiny and tiny[-1]) or small)
+            small = _tiny(attributes, css) and (TINY_TABLE if name in TABLE_PARTS else TINY_BOX)
+            tiny.append(max(tiny[-1] if tiny else 0, small))
     if hidden_at is None:
         out.append(html[position:])
     return "".join(out), approved
