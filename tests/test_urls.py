@@ -15,7 +15,8 @@ INTERNAL = [
     "http://192.168.1.1/", "http://100.64.0.1/", "http://224.0.0.1/", "http://255.255.255.255/",
     "http://[::1]/", "http://[::]/", "http://[fe80::1]/", "http://[fc00::1]/", "http://[ff02::1]/",
     "http://[::ffff:127.0.0.1]/", "http://[::ffff:a9fe:a9fe]/", "http://[64:ff9b::a9fe:a9fe]/",
-    "http://[2002:7f00:1::]/", "http://localhost/", "http://LOCALHOST:8080/x",
+    "http://[2002:7f00:1::]/", "http://[::127.0.0.1]/", "http://127.0.0.1./",
+    "http://0x7f000001/", "http://１２７.０.０.１/", "http://ⓛⓞⓒⓐⓛⓗⓞⓢⓣ/", "http://localhost/", "http://LOCALHOST:8080/x",
     "http://localhost./", "http://app.localhost/", "http://metadata.google.internal/",
     "http://printer.local/", "http://intranet/", "http://nas/", "http://router.home.arpa/",
 ]

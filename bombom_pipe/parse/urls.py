@@ -75,7 +75,7 @@ def _public_ip(text: str) -> bool:
             embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
         if embedded is not None and not _public_ip(str(embedded)):
             return False
-    return ip.is_global and not ip.is_multicast
+    return ip.is_global and not (ip.is_multicast or ip.is_reserved)
 
 
 def stored_url(url: str | None) -> str | None:
