@@ -190,6 +190,16 @@ def test_stored_urls_point_at_public_hosts_only() -> None:
     assert m.confirmation_url is None
     assert m.web_version_url is None
     assert m.unsubscribe.http == "https://news.example.com/bye?a=%22%3Cx"
+    body = ('<p>hi</p><a href="https://click.news.example.com/r?url=http%3A%2F%2F169.254.169.254'
+            '%2Flatest">View in browser</a><a href="https://click.news.example.com/r?url=https%3A'
+            '%2F%2Fnews.example.com%2Fbye%3Fa%3D%22">unsubscribe</a><img src="http://10.0.0.1/a.jpg"'
+            ' width="600" height="300"><img src="https://img.example.com/b.jpg" width="600" '
+            'height="300">')
+    m = parse_message(mail(body))  # click-tracker targets and thumbnail candidates too
+    assert m.web_version_url is not None and m.web_version_target is None
+    assert m.unsubscribe.http_target == "https://news.example.com/bye?a=%22"
+    assert m.thumbnail_candidates == ("https://img.example.com/b.jpg",)
+    assert m.thumbnail_url == "https://img.example.com/b.jpg"
     m = parse_message(mail("<p>hi</p>", "List-Unsubscribe: <http://169.254.169.254/latest/"
                            "meta-data/iam/>, <mailto:leave@news.example.com>",
                            "List-Unsubscribe-Post: List-Unsubscribe=One-Click"))

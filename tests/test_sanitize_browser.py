@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 
 from bombom_pipe.parse import parse_message
-from bombom_pipe.parse.urls import is_tracker, public_url
+from bombom_pipe.parse.newsletter import is_tracking_image
+from bombom_pipe.parse.urls import public_url
 
 from .conftest import corpus_files
 from .test_sanitize import CONFUSING_PREFIXES, CONTENT_IMAGE, mail
@@ -131,7 +132,7 @@ class Browser:
             return
         remote = public_url(url) is not None and not url.startswith(ORIGIN)
         if request.resource_type == "image" and (ATTACHMENT.fullmatch(url) or
-                                                 remote and not is_tracker(url)):
+                                                 remote and not is_tracking_image(url, None, None)):
             self.current.allowed.append(url)
             route.fulfill(status=200, content_type="image/png", body=IMAGE)
             return

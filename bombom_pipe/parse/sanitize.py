@@ -10,8 +10,9 @@ allowlist of tags, attributes, URL schemes and CSS properties. Three steps, all 
    viewport units, no negative margins, no percentage heights; ``position`` is not allowed).
 2. A linear scan of that (balanced, escaped) output drops hidden subtrees (``display:none``,
    ``visibility:hidden``, ``opacity:0``, zero-size with ``overflow:hidden``, ``hidden``) with
-   everything in them, tracking images (0-2 px, beacon-shaped URLs, or inside a box of at most
-   2 px), and depth past MAX_DEPTH. (``<details>`` is not kept: closed, it hides what it holds.)
+   everything in them, tracking images (``newsletter.is_tracking_image``: 0-2 px, beacon URL
+   shapes and hosts; or inside a box of at most 2 px), and depth past MAX_DEPTH. (``<details>``
+   is not kept: closed, it hides what it holds.)
 3. ``nh3.clean`` again with the same filter, where an image may keep only a ``src`` that step 2
    approved: a reparse can never bring back a pixel.
 
@@ -28,6 +29,7 @@ from urllib.parse import unquote
 
 from . import urls
 from .html import MAX_HTML_CHARS, HtmlDoc
+from .newsletter import is_tracking_image
 
 MAX_DEPTH = 200  # deeper markup is flattened to its text
 RAW_DEPTH = 256  # cap on the raw markup's nesting, before nh3 parses it
@@ -114,13 +116,6 @@ def clean_fragment(html: str, cid_map: dict[str, str]) -> str:
 def plain_to_html(text: str) -> str:
     """A plain-text body as escaped, whitespace-preserving HTML."""
     return f'<div style="white-space:pre-wrap">{html_lib.escape(text.strip())}</div>'
-
-
-def is_pixel(src: str, width: float | None, height: float | None) -> bool:
-    """Open-tracking images: at most 2 pixels in one direction, or a beacon-shaped URL."""
-    if width is not None and width <= 2 or height is not None and height <= 2:
-        return True
-    return urls.is_tracker(src)
 
 
 def safe_style(style: str) -> str:
@@ -249,7 +244,8 @@ def _image_shown(src: str, attributes: dict[str, str], css: dict[str, str], insi
     # a tiny table grows to fit its content, except content sized in percent of it
     if inside == TINY_TABLE and any("%" in size for size in sizes):
         return False
-    return not is_pixel(src, _size(attributes, css, "width"), _size(attributes, css, "height"))
+    width, height = _size(attributes, css, "width"), _size(attributes, css, "height")
+    return not is_tracking_image(src, width, height)
 
 
 def _drop_hidden_and_pixels(html: str) -> tuple[str, set[str]]:

@@ -20,13 +20,6 @@ ATTACHMENT_REF = re.compile(r"/attachments/[0-9a-f]{64}")
 # names that never lead to a public host (RFC 6761/6762/8375 and common internal zones)
 LOCAL_SUFFIXES = ("localhost", "local", "localdomain", "internal", "intranet", "lan",
                   "home.arpa", "corp", "private", "invalid")
-# open-tracking beacons by URL shape (paths and hosts of common senders' pixels)
-TRACKER = re.compile(
-    r"/open(?:[./?_-]|$)|/track|tracking|pixel|beacon|/o\.gif|/wf/open|/e/o/|spacer|blank\.gif"
-    r"|transparent\.(?:gif|png)|1x1|/imp(?:[./?]|$)|/trk|openrate|/t\.gif|/mo/|emimp|/pxl"
-    r"|read-?receipt|/opened(?:[./?]|$)",
-    re.IGNORECASE,
-)
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
@@ -90,8 +83,3 @@ def link_url(url: str | None) -> str | None:
     if url and re.match(r"(?:mailto|tel):", url.strip(), re.IGNORECASE):
         return url.strip()
     return stored_url(url)
-
-
-def is_tracker(url: str) -> bool:
-    """True when the URL has the shape of an open-tracking beacon or read receipt."""
-    return bool(TRACKER.search(url.split("#", 1)[0]))
