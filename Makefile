@@ -40,6 +40,7 @@ deps:
 	  [ -x /usr/sbin/postconf ] || missing="$$missing postfix"; \
 	  [ -e /usr/lib/postfix/postfix-pgsql.so ] || missing="$$missing postfix-pgsql"; \
 	  command -v logrotate >/dev/null || [ -x /usr/sbin/logrotate ] || missing="$$missing logrotate"; \
+	  command -v chromium >/dev/null || missing="$$missing chromium"; \
 	fi; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \

@@ -130,12 +130,16 @@ def _newsletter(conn: psycopg.Connection, msg: ParsedMessage) -> int | None:
     sender = msg.sender_address if msg.sender_address != msg.from_address else None
     row = conn.execute(
         """INSERT INTO newsletters (sender_address, display_name, list_id, sender_header,
-                                    unsubscribe_http, unsubscribe_mailto, unsubscribe_one_click)
-           VALUES (%s, %s, %s, %s, %s, %s, %s)
+                                    unsubscribe_http, unsubscribe_mailto, unsubscribe_one_click,
+                                    unsubscribe_http_target)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
            ON CONFLICT (sender_address) DO UPDATE SET
              display_name = coalesce(excluded.display_name, newsletters.display_name),
              list_id = coalesce(excluded.list_id, newsletters.list_id),
              sender_header = coalesce(excluded.sender_header, newsletters.sender_header),
+             unsubscribe_http_target = CASE WHEN excluded.unsubscribe_http IS NULL
+                                            THEN newsletters.unsubscribe_http_target
+                                            ELSE excluded.unsubscribe_http_target END,
              unsubscribe_http = coalesce(excluded.unsubscribe_http, newsletters.unsubscribe_http),
              unsubscribe_mailto = coalesce(excluded.unsubscribe_mailto,
                                            newsletters.unsubscribe_mailto),
@@ -145,7 +149,7 @@ def _newsletter(conn: psycopg.Connection, msg: ParsedMessage) -> int | None:
              last_seen_at = now()
            RETURNING id""",
         (_short(msg.from_address), msg.from_name, _short(msg.list_id, MAX_KEY), _short(sender),
-         u.http, u.mailto, u.one_click),
+         u.http, u.mailto, u.one_click, u.http_target),
     ).fetchone()
     return row[0] if row else None
 
@@ -179,6 +183,7 @@ def _article(conn: psycopg.Connection, d: Delivery, msg: ParsedMessage, member_i
         return existing
     newsletter_id = _newsletter(conn, msg)
     u = msg.unsubscribe
+    images = list(msg.thumbnail_candidates)
     row = conn.execute(
         """INSERT INTO articles (member_id, newsletter_id, dedup_key, message_id, subject,
                                  from_address, from_name, date_header, sent_at, html,
@@ -186,17 +191,19 @@ def _article(conn: psycopg.Connection, d: Delivery, msg: ParsedMessage, member_i
                                  raw_sha256, raw_path, display_html, preview, unsubscribe_http,
                                  unsubscribe_mailto, unsubscribe_one_click, web_version_url,
                                  thumbnail_url, reading_minutes, confirmation_url, charsets,
-                                 replacement_chars, parse_fallbacks, skipped_attachments)
+                                 replacement_chars, parse_fallbacks, skipped_attachments,
+                                 web_version_target, unsubscribe_http_target, image_urls)
            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
-                   %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                   %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
            ON CONFLICT (member_id, dedup_key) DO NOTHING
            RETURNING id""",
         (member_id, newsletter_id, key, msg.message_id, msg.subject, _short(msg.from_address),
          msg.from_name, msg.date_header, msg.sent_at, msg.html, msg.text, msg.list_id,
          msg.list_unsubscribe, _short(d.envelope_sender), d.raw_sha256, d.raw_path,
          msg.display_html, msg.preview, u.http, u.mailto, u.one_click, msg.web_version_url,
-         msg.thumbnail_url, msg.reading_minutes, msg.confirmation_url, list(msg.charsets),
-         msg.replacement_chars, list(msg.fallbacks), list(msg.skipped_attachments)),
+         _thumbnail(conn, newsletter_id, msg, images), msg.reading_minutes,
+         msg.confirmation_url, list(msg.charsets), msg.replacement_chars, list(msg.fallbacks),
+         list(msg.skipped_attachments), msg.web_version_target, u.http_target, images),
     ).fetchone()
     if row is None:  # a concurrent run of the same message committed first
         return _existing(conn, member_id, key) or Result(Outcome.DUPLICATE, "article None")
@@ -209,6 +216,31 @@ def _article(conn: psycopg.Connection, d: Delivery, msg: ParsedMessage, member_i
              for a in msg.attachments],
         )
     return Result(Outcome.STORED, f"article {row[0]}", row[0])
+
+
+PREVIOUS_ISSUES = 5  # how many earlier issues of a newsletter show what it repeats
+
+
+def image_key(url: str) -> str:
+    """An image URL without scheme, query and fragment: per-send tokens do not make it new."""
+    return url.split("#", 1)[0].split("?", 1)[0].split("://", 1)[-1].lower()
+
+
+def _thumbnail(conn: psycopg.Connection, newsletter_id: int | None, msg: ParsedMessage,
+               images: list[str]) -> str | None:
+    """The first candidate image that earlier issues of the same newsletter do not also have:
+    an image that comes back in every issue is the newsletter's logo or masthead."""
+    if not images or newsletter_id is None:
+        return msg.thumbnail_url
+    rows = conn.execute(
+        """SELECT image_urls FROM articles
+           WHERE newsletter_id = %s AND subject IS DISTINCT FROM %s
+             AND cardinality(image_urls) > 0
+           ORDER BY id DESC LIMIT %s""",
+        (newsletter_id, msg.subject, PREVIOUS_ISSUES),
+    ).fetchall()
+    seen = {image_key(url) for (urls,) in rows for url in urls}
+    return next((url for url in images if image_key(url) not in seen), None)
 
 
 def record_only(conn: psycopg.Connection, d: Delivery, result: Result) -> None:

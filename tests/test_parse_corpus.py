@@ -65,8 +65,9 @@ GOLDEN = [
      "@mailin.mcsv.net?subject=unsubscribe", True, "header"),
     ("mikel-mail/content_transfer_encoding_with_8bits.eml", "The Original Advantage #e13011",
      "announcements@provantage.com",
-     "December 04, 2001 Issue#: e13011 To unsubscribe from the Original Advantage Click here "
-     "(Do Not Reply to this email)",
+     # the leading date and issue number and the unsubscribe line are not the letter
+     "Original Advantage Click here (Do Not Reply to this email) PROVANTAGE Customer: "
+     "jeff_dasovich@enron.com",
      "http://www.provantage.com/unsubscribe.htm", None, False, "body"),
     ("apache-james-project/frnog.eml", "[FRnOG] [BIZ] Collecte de liens C2E/CELAN en DOM",
      "ggenty@waycom.net",

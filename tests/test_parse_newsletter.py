@@ -148,7 +148,7 @@ def test_plain_text_unsubscribe_and_web_version() -> None:
     m = parse_message(raw)
     assert m.unsubscribe == Unsubscribe(http="https://x.example/unsub?id=1", source="body")
     assert m.web_version_url == "https://x.example/web"
-    assert m.preview == "Hello readers, today we talk about tea. To unsubscribe:"
+    assert m.preview == "Hello readers, today we talk about tea."  # footer lines are not text
     assert m.display_html.startswith('<div style="white-space:pre-wrap">View in browser')
 
 

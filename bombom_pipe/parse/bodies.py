@@ -43,9 +43,11 @@ def _scope(tree: Tree) -> int | None:
     return None
 
 
-def select(tree: Tree) -> Bodies:
+def select(tree: Tree, hint: str | None = None) -> Bodies:
     """Decode the first text/html and text/plain body; everything else in scope goes to
-    ``others``, its payload decoded."""
+    ``others``, its payload decoded.
+
+    ``hint`` is the message's prior charset for short bodies that declare none."""
     out = Bodies()
     scope = _scope(tree)
     chosen: dict[str, Leaf] = {}
@@ -64,7 +66,7 @@ def select(tree: Tree) -> Bodies:
     chosen = {ctype: leaf for ctype, leaf in chosen.items() if decode(tree, leaf)}
     out.others = [leaf for leaf in out.others if decode(tree, leaf)]
     for ctype, leaf in chosen.items():
-        decoded = _decode(leaf, ctype == "text/html")
+        decoded = _decode(leaf, ctype == "text/html", hint)
         out.charsets.append(decoded.charset)
         out.replaced = out.replaced or decoded.replaced
         if decoded.fallback:
@@ -76,5 +78,5 @@ def select(tree: Tree) -> Bodies:
     return out
 
 
-def _decode(leaf: Leaf, html: bool) -> Decoded:
-    return decode_bytes(leaf.data, leaf.params.get("charset"), html=html)
+def _decode(leaf: Leaf, html: bool, hint: str | None) -> Decoded:
+    return decode_bytes(leaf.data, leaf.params.get("charset"), html=html, hint=hint)

@@ -27,6 +27,7 @@ _ADDR_LIKE = re.compile(rf"{_LOCAL}+@[A-Za-z0-9.\-_]+[A-Za-z0-9]")
 _ADDR_LIKE_RUN = re.compile(rf"(?<!{_LOCAL}){_LOCAL}+@[A-Za-z0-9.\-_]+[A-Za-z0-9]")
 _ADDR_VALID = re.compile(r"^[^\s<>\"(),;:\[\]\\]+@[^\s<>\"(),;:@\[\]\\]+$")
 _ANGLE = re.compile(r"<\s*([^<>]*?)\s*>")
+_ANGLE_ADDR = re.compile(r"<\s*([^<>@\s]+@[^<>@\s]+)\s*>")  # linear: runs split at < > @
 _SPACE = re.compile(r"\s+")
 _TZ_NAMES = {"KST": 9 * 3600, "JST": 9 * 3600, "CET": 3600, "CEST": 7200, "BST": 3600,
              "IST": 19800, "HKT": 8 * 3600, "SGT": 8 * 3600, "AEST": 10 * 3600}
@@ -215,8 +216,12 @@ def addresses(
         parsed = getaddresses([value])
     except Exception:  # noqa: BLE001 - the stdlib parser is not total on garbage
         parsed, fallback = [], True
+    angled = {_address_text(a, hint).lower() for a in _ANGLE_ADDR.findall(value)}
     for name, addr in parsed:
-        addr = _SPACE.sub("", addr).strip("<>").lower()
+        addr = _address_text(_SPACE.sub("", addr).strip("<>"), hint).lower()
+        if angled and addr not in angled and _names_angle(value, addr):
+            pairs = []  # the parser took a display name for the address
+            break
         if "@" not in addr:
             continue
         if not _ADDR_VALID.match(addr):
@@ -227,6 +232,21 @@ def addresses(
         display, bad = decode_words(name, hint) if name else ("", False)
         fallback = fallback or bad
         pairs.append((_SPACE.sub(" ", display).strip(), addr))
+    if not pairs and angled:  # an address in angle brackets always wins over the display name
+        fallback = True
+        start = 0
+        for match in (*_ANGLE_ADDR.finditer(value), None):
+            *bare, name = value[start : match.start() if match else len(value)].split(",")
+            bare += [name] if match is None else []
+            pairs += [("", _address_text(b.strip(), hint).lower())
+                      for b in bare if _ADDR_VALID.match(b.strip())]
+            if match is None:
+                break
+            name = name.strip().strip('"').strip()
+            display = decode_words(name, hint)[0] if name else ""
+            pairs.append((_SPACE.sub(" ", display).strip(),
+                          _address_text(match.group(1), hint).lower()))
+            start = match.end()
     if not pairs:
         found = find_addresses(value)
         if found:
@@ -253,6 +273,19 @@ def find_addresses(text: str) -> list[str]:
             return found
         found.append(match.group())
         pos = match.end()
+
+
+def _names_angle(value: str, addr: str) -> bool:
+    """``addr`` is written right before an ``<address>``: it is that address's display name."""
+    at = value.lower().find(addr)
+    return at >= 0 and value[at + len(addr) :].lstrip(' \t"').startswith("<")
+
+
+def _address_text(addr: str, hint: str | None) -> str:
+    """An address as text: raw 8-bit is UTF-8 (RFC 6532 internationalized mail), else legacy."""
+    if addr.isascii():
+        return addr
+    return decode_fragment(to_bytes(addr), "utf-8", hint)[0]
 
 
 def angle_id(value: str | None) -> str | None:

@@ -2,8 +2,8 @@
 
 The walk is iterative (no recursion on deep markup) and skips non-rendered content: scripts,
 styles, the head, and hidden elements (``display:none``, ``max-height:0``, ``opacity:0``,
-``mso-hide:all``, preheader classes). Hidden text near the top is kept aside as preheader
-candidates. bs4 is imported lazily.
+``mso-hide:all``, classes a ``<style>`` sheet hides). Hidden text near the top, and the text
+of preheader-named elements, is kept aside as preheader candidates. bs4 is imported lazily.
 
 Every step is linear in the input: a bounded prefix is parsed (MAX_HTML_CHARS, MAX_MARKUP),
 after ``defuse`` has escaped what html.parser would rescan, and no pattern backtracks over a
@@ -44,6 +44,8 @@ _PREHEADER_CLASS = re.compile(r"pre-?header|preview-?text|mcnpreviewtext|preview
 _INVISIBLE = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f"
                         "\u202a-\u202e\u2060-\u2064\u206a-\u206f\u3164\ufeff\uffa0]")
 _SPACES = re.compile(r"\s+")
+_STYLE_OPEN = re.compile(r"<style\b", re.IGNORECASE)
+_STYLE_CLOSE = re.compile(r"</style", re.IGNORECASE)
 _DIMENSION = re.compile(r"^\s*(\d{1,6})(?:\.\d+)?\s*(?:px)?\s*$", re.IGNORECASE)
 
 
@@ -81,7 +83,11 @@ def is_hidden(tag: Any) -> bool:
     """True when inline style or attributes make the element invisible."""
     if tag.has_attr("hidden"):
         return True
-    style = style_of(tag)
+    return hides(style_of(tag))
+
+
+def hides(style: str) -> bool:
+    """True when declarations (lower case, no whitespace) make an element invisible."""
     if not style:
         return False
     if _HIDDEN_STYLE.search(style):
@@ -118,6 +124,7 @@ class Link:
     text: str
     before: str
     position: int  # visible characters preceding it
+    after: str = ""  # the rest of its line ("click here if you can't read this mail")
 
 
 @dataclass(slots=True)
@@ -145,6 +152,7 @@ class HtmlDoc:
     images: list[Image] = field(default_factory=list)
     og_image: str | None = None
     truncated: bool = False
+    hidden_names: frozenset[str] = frozenset()  # classes and ids the <style> sheets hide
 
     @property
     def text(self) -> str:
@@ -156,6 +164,7 @@ def load(html: str) -> HtmlDoc:
     prefix = _prefix(html)
     soup = _soup_class()(defuse(prefix), "html.parser")
     doc = HtmlDoc(soup=soup, source=html, truncated=len(prefix) < len(html))
+    doc.hidden_names = sheet_hidden(_style_text(html[:MAX_HTML_CHARS])[:200_000])
     _walk(doc)
     doc.og_image = _meta_image(soup)
     return doc
@@ -240,6 +249,53 @@ def defuse(html: str) -> str:
     return html[:low] + middle + html[last_gt:].replace("<", "&lt;")
 
 
+def _style_text(html: str) -> str:
+    """The contents of the ``<style>`` elements (a linear scan of the source, no tree walk)."""
+    out: list[str] = []
+    pos = 0
+    while (start := _STYLE_OPEN.search(html, pos)) and len(out) < 50:
+        body = html.find(">", start.end())
+        end = _STYLE_CLOSE.search(html, body) if body >= 0 else None
+        if end is None:
+            break
+        out.append(html[body + 1 : end.start()])
+        pos = end.end()
+    return " ".join(out)
+
+
+def sheet_hidden(css: str) -> frozenset[str]:
+    """Class and id names that a style sheet's top-level rules hide (``.preheader{display:none}``).
+
+    Rules inside ``@media`` and other blocks hide only on some screens and are ignored."""
+    names: set[str] = set()
+    depth = 0
+    start = 0  # where the current top-level selector (or block) begins
+    open_at = 0
+    for match in re.finditer(r"[{}]", css):
+        if match.group() == "{":
+            if depth == 0:
+                open_at = match.start()
+            depth += 1
+            continue
+        if depth == 0:
+            continue
+        depth -= 1
+        if depth:
+            continue
+        selectors, body = css[start:open_at], css[open_at + 1 : match.start()]
+        start = match.end()
+        if "{" in body or not hides(body.translate(_DELETE_SPACES).lower()):
+            continue
+        for selector in selectors.split(","):
+            parts = selector.split()
+            names.update(n.lower() for n in re.findall(r"[.#]([\w-]+)", parts[-1] if parts else ""))
+    return frozenset(names)
+
+
+def _sheet_hides(tag: Any, names: frozenset[str]) -> bool:
+    return bool(names) and any(n in names for n in classes_of(tag).lower().split())
+
+
 def _meta_image(soup: Any) -> str | None:
     for key, value in (("property", "og:image"), ("name", "og:image"),
                        ("property", "og:image:url"), ("name", "twitter:image")):
@@ -255,12 +311,16 @@ def _walk(doc: HtmlDoc) -> None:
 
     line: list[str] = []
     position = 0
+    waiting: list[tuple[Link, int]] = []  # links closed in this line, by line parts before them
     anchors: list[_Anchor] = []  # the open <a> elements, innermost last
     stack: list[tuple[Any, Any]] = [(iter(doc.soup.contents), None)]
 
     def flush() -> None:
         nonlocal position
         text = collapse("".join(line))
+        for link, at in waiting:
+            link.after = _head(line, at)
+        waiting.clear()
         line.clear()
         if text:
             doc.blocks.append(text)
@@ -278,6 +338,7 @@ def _walk(doc: HtmlDoc) -> None:
                 if isinstance(href, str) and href.strip():
                     text = collapse(" ".join(anchor.parts))
                     doc.links.append(Link(href.strip(), text, anchor.before, anchor.position))
+                    waiting.append((doc.links[-1], len(line)))
             if closing.name in _BLOCK:
                 flush()
             continue
@@ -288,10 +349,12 @@ def _walk(doc: HtmlDoc) -> None:
             continue
         if not isinstance(node, Tag) or node.name in _SKIP:
             continue
-        if is_hidden(node) or _PREHEADER_CLASS.search(classes_of(node)):
+        hidden = is_hidden(node) or _sheet_hides(node, doc.hidden_names)
+        if hidden or _PREHEADER_CLASS.search(classes_of(node)):
             if position < PREHEADER_WINDOW and (text := collapse(node.get_text(" ")[:4000])):
                 doc.hidden.append((position, text))
-            continue
+            if hidden:
+                continue  # a preheader-named table that is not hidden is read as visible
         if node.name == "img":
             _image(doc, node, position, anchors)
             continue
@@ -325,6 +388,13 @@ def _tail(line: list[str], keep: int = 80, scan: int = 4096) -> str:
     text pieces of the line only (it runs for every link, and a line can be long)."""
     text = "".join(piece[-scan:] for piece in line[-32:])
     return collapse(text[-scan:])[-keep:]
+
+
+def _head(line: list[str], at: int, keep: int = 80, scan: int = 4096) -> str:
+    """The start of ``collapse("".join(line[at:]))``, at most ``keep`` characters, read from the
+    first text pieces only (it runs for every link of the line)."""
+    text = "".join(piece[:scan] for piece in line[at : at + 32])
+    return collapse(text[:scan])[:keep]
 
 
 def _image(doc: HtmlDoc, node: Any, position: int, anchors: list[_Anchor]) -> None:

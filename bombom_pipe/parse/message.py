@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from . import bodies, mime
-from .charsets import clean_text, decode_fragment
+from .charsets import clean_text, decode_fragment, prior
 from .headers import (
     MAX_HEADER_CHARS,
     Headers,
@@ -47,7 +48,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
             return _clean(_parse(raw, minimal=f"{type(exc).__name__}: {exc}"[:200]))
         except ParseError:
             raise
-        except Exception as again:  # noqa: BLE001
+        except Exception as again:
             raise ParseError(f"parser failure: {type(again).__name__}") from again
 
 
@@ -88,10 +89,8 @@ def _parse(raw: bytes, minimal: str | None = None) -> ParsedMessage:
     empty = mime.Tree(headers, [], {}, [], [])
     tree = mime.walk(msg, top_charset) if minimal is None else empty
     run.fallbacks.extend(tree.fallbacks)
-    chosen = bodies.select(tree)
-    hint = top_charset or next(
-        (leaf.params.get("charset") for leaf in tree.leaves if leaf.params.get("charset")), None
-    )
+    hint = _prior(headers, top_charset, tree)
+    chosen = bodies.select(tree, hint)
     fields = _header_fields(headers, hint, run)
     for leaf in tree.leaves:
         run.fallbacks.extend(leaf.fallbacks)
@@ -108,6 +107,7 @@ def _parse(raw: bytes, minimal: str | None = None) -> ParsedMessage:
             html=chosen.html,
             text=chosen.text,
             subject=fields["subject"],
+            sender_name=fields["from_name"],
             list_unsubscribe=fields["list_unsubscribe"],
             unsubscribe_post=headers.first("list-unsubscribe-post"),
             cid_map=files.cid_map,
@@ -123,7 +123,9 @@ def _parse(raw: bytes, minimal: str | None = None) -> ParsedMessage:
         preview=extra.preview,
         unsubscribe=extra.unsubscribe,
         web_version_url=extra.web_version_url,
+        web_version_target=extra.web_version_target,
         thumbnail_url=extra.thumbnail_url,
+        thumbnail_candidates=extra.thumbnail_candidates,
         reading_minutes=extra.reading_minutes,
         confirmation_url=extra.confirmation_url,
         charsets=tuple(dict.fromkeys(chosen.charsets)),
@@ -132,6 +134,18 @@ def _parse(raw: bytes, minimal: str | None = None) -> ParsedMessage:
         attachments=tuple(files.attachments),
         skipped_attachments=tuple(tree.skipped + files.skipped),
     )
+
+
+_WORD_CHARSET = re.compile(r"=\?([^?\s*]{1,40})(?:\*[^?]*)?\?[bBqQ]\?")
+_PRIOR_HEADERS = ("subject", "from", "to", "cc", "reply-to", "sender")
+
+
+def _prior(headers: Headers, top_charset: str | None, tree: mime.Tree) -> str | None:
+    """The charset the message itself suggests for text that declares none (see charsets.prior)."""
+    values = [v[:MAX_HEADER_CHARS] for name in _PRIOR_HEADERS for v in headers.all(name)[:5]]
+    labels = [top_charset, *(leaf.params.get("charset") for leaf in tree.leaves)]
+    labels += [m.group(1) for v in values for m in _WORD_CHARSET.finditer(v)]
+    return prior(labels, [to_bytes(v) for v in values])
 
 
 def _mail_count(headers: Headers) -> int:

@@ -1,49 +1,56 @@
 """Newsletter heuristics: preview, unsubscribe, web version, thumbnail, confirmation, reading time.
 
-Keyword lists cover English and Korean first (Stibee, Maily, Mailchimp, ...), plus the common
-German/French wording seen in the corpus. All functions work on the one ``html.HtmlDoc`` walk,
+Phrase lists per language (Korean, English, German, Japanese, French, ...) live in
+``phrases.toml``, which the tests read too. All functions work on the one ``html.HtmlDoc`` walk,
 or on the plain text when a message has no HTML.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any
 from urllib.parse import unquote
 
+from . import clicks
 from .headers import decode_words
 from .html import HtmlDoc, Image, Link, collapse
 from .result import Unsubscribe
+from .urls import public_url, stored_url
 
 PREVIEW_CHARS = 150
 MAX_TEXT_LINES = 5000  # lines of a plain-text body read for the preview and links
 MAX_TEXT_LINKS = 5000  # URLs read from a plain-text body
 MIN_PREVIEW_CHARS = 100
 
-UNSUBSCRIBE = re.compile(
-    r"unsubscribe|unsub\b|opt[- ]?out|수신\s*거부|수신\s*거절|수신\s*해지"
-    r"|구독\s*(?:을\s*|를\s*)?(?:취소|해지|해제|중단)"
-    r"|abmelden|abbestellen|austragen|newsletter\s*abbestellen|d[ée]sinscri|d[ée]sabonner"
-    r"|darse de baja|отписаться",
-    re.IGNORECASE,
-)
-WEB_VERSION = re.compile(
-    r"view\s+(?:this\s+|the\s+)?(?:e-?mail|message|newsletter|it)?\s*(?:in|on)\s+(?:your\s+|a\s+)?"
-    r"(?:web\s*)?browser|view\s+(?:it\s+|this\s+|this\s+e-?mail\s+)?online|view\s+as\s+(?:a\s+)?web\s*page"
-    r"|web\s*version|online[- ]?version|webversion|im\s+browser\s+(?:ansehen|anzeigen|öffnen|lesen)"
-    r"|browseransicht|웹\s*(?:으로|에서|브라우저(?:로|에서)?)\s*보기|브라우저(?:로|에서)\s*보기"
-    r"|웹\s*버전|온라인\s*(?:으로|에서)\s*보기|version\s+en\s+ligne",
-    re.IGNORECASE,
-)
-TROUBLE_VIEWING = re.compile(
-    r"잘\s*(?:안|않)\s*보이|제대로\s*보이지|보이지\s*않|이미지가\s*(?:안|않)|having\s+trouble\s+viewing"
-    r"|trouble\s+viewing|not\s+display(?:ing)?\s+(?:correctly|properly)|can'?t\s+see\s+(?:this|the)"
-    r"|darstellungsprobleme|probleme\s+mit\s+der\s+darstellung|can'?t\s+read\s+this"
-    r"|nicht\s+(?:richtig|korrekt|optimal|einwandfrei)\s+(?:angezeigt|dargestellt)"
-    r"|ne\s+s'affiche\s+pas",
+
+def _load_phrases() -> dict[str, dict[str, dict[str, list[str]]]]:
+    """The per-language phrase lists in ``phrases.toml`` (shared with the tests)."""
+    text = resources.files(__package__).joinpath("phrases.toml").read_text("utf-8")
+    return tomllib.loads(text)
+
+
+PHRASES = _load_phrases()
+
+
+def phrase_pattern(kind: str) -> re.Pattern[str]:
+    """One case-insensitive pattern for every language's ``kind`` phrases."""
+    parts = [f"(?:{p})" for lang in PHRASES[kind].values() for p in lang["patterns"]]
+    return re.compile("|".join(parts), re.IGNORECASE | re.MULTILINE)
+
+
+UNSUBSCRIBE = phrase_pattern("unsubscribe")
+WEB_VERSION = phrase_pattern("web_version")
+TROUBLE_VIEWING = phrase_pattern("trouble_viewing")
+# lines at the top of a letter that say nothing about it
+LEAD_JUNK = re.compile(
+    "|".join(phrase_pattern(k).pattern
+             for k in ("reading_time", "issue_number", "date_line", "armor")),
     re.IGNORECASE,
 )
 BOILERPLATE = re.compile(
@@ -66,14 +73,36 @@ CONFIRM_LINK_TEXT = re.compile(
 CONFIRM_LINK_HREF = re.compile(r"confirm|verif|activat|opt-?in|/doi\b|subscribe/confirm", re.I)
 TRACKING_SRC = re.compile(
     r"/open(?:[./?_-]|$)|/track|tracking|pixel|beacon|/o\.gif|/wf/open|/e/o/|spacer|blank\.gif"
-    r"|transparent\.(?:gif|png)|1x1|/imp(?:[./?]|$)|/trk|openrate|/t\.gif|/mo/|emimp|/pxl",
+    r"|transparent\.(?:gif|png)|1x1|/imp(?:[./?]|$)|/trk|openrate|/t\.gif|/mo/|emimp|/pxl"
+    r"|/v\d/open|/ss/o/|/e2t/o/|/CI0/|read-?receipt",
     re.IGNORECASE,
 )
-NOT_CONTENT_IMAGE = re.compile(
-    r"logo|spacer|icon|social|facebook|twitter|instagram|linkedin|youtube|tiktok|pinterest"
-    r"|kakao|badge|button|btn|divider|separator|arrow|bullet|app-?store|google-?play|avatar",
+# hosts that serve open-tracking pixels (the image often has no width or height)
+TRACKING_HOST = re.compile(
+    r"^(?:open|opens|track|tracking|trk|pixel|px|beacon|stats?|analytics)[.\d-]"
+    r"|(?:^|\.)(?:google-analytics\.com|doubleclick\.net|list-manage\.com|sendgrid\.net"
+    r"|mandrillapp\.com|mailtrack\.io|hubspotemail\.net|hubspotlinks\.com|awstrack\.me"
+    r"|klclick\d?\.com|mcsv\.net|exct\.net|sailthru\.com)$",
     re.IGNORECASE,
 )
+NOT_CONTENT_IMAGE = re.compile(  # in a path, class or alt text; "iconos" is not an icon
+    r"(?:logo|spacer|icons?|social|facebook|twitter|instagram|linkedin|youtube|tiktok|pinterest"
+    r"|kakao|badge|button|btn|divider|separator|arrow|bullet|app-?store|google-?play|avatar"
+    r"|masthead|footer|signature|profile|author)s?(?![a-z])|로고|ロゴ",
+    re.IGNORECASE,
+)
+# names that mark a masthead only when nothing else describes the image (no alt text), or in
+# the alt text itself: a "header" picture with a caption is the story's picture
+MASTHEAD_HINT = re.compile(r"(?:header|banner|newsletter)(?![a-z])", re.IGNORECASE)
+# size hints in image URLs: ?w=150, /150x150/, _600x100., w644_h147
+_SIZE_HINT = re.compile(
+    r"(?:^|[/_.\-])w(\d{2,4})_h(\d{2,4})(?=[/_.\-]|$)|(?:^|[/_.\-=])(\d{2,4})x(\d{2,4})(?=[/_.\-&]|$)",
+    re.IGNORECASE,
+)
+_WIDTH_PARAM = re.compile(r"[?&](?:w|width|resize_w)=(\d{1,5})\b", re.IGNORECASE)
+MIN_THUMBNAIL_WIDTH = 200  # narrower images are icons, logos and author photos
+MAX_BANNER_RATIO = 4  # wider than 4:1 is a masthead or a divider, not a picture
+MAX_CANDIDATES = 8
 _EDGE_CHARS = "-–—|·•*_=~" + "".join(c for c in map(chr, range(0x3001)) if c.isspace())
 _URL_MARK = re.compile(r"https?://|www\.")
 _WHITESPACE = re.compile(r"\s")
@@ -91,7 +120,9 @@ class Findings:
     preview: str | None = None
     unsubscribe: Unsubscribe = field(default_factory=Unsubscribe)
     web_version_url: str | None = None
+    web_version_target: str | None = None  # where a click-tracking web_version_url leads
     thumbnail_url: str | None = None
+    thumbnail_candidates: tuple[str, ...] = ()
     reading_minutes: int | None = None
     confirmation_url: str | None = None
 
@@ -101,6 +132,7 @@ def analyse(
     html: str | None,
     text: str | None,
     subject: str | None,
+    sender_name: str | None = None,
     list_unsubscribe: str | None,
     unsubscribe_post: str | None,
     cid_map: dict[str, str],
@@ -121,16 +153,27 @@ def analyse(
     links = doc.links if doc is not None else text_links(text or visible)
 
     found.preview = run.guard("preview", lambda: preview(doc, visible), None)
+    if found.preview is None and text and doc is not None:  # an HTML part without text
+        found.preview = run.guard("preview", lambda: preview(None, text), None)
     found.reading_minutes = reading_minutes(visible)
     header = parse_list_unsubscribe(list_unsubscribe, unsubscribe_post)
     found.unsubscribe = header or run.guard("unsubscribe", lambda: body_unsubscribe(links), None) \
         or Unsubscribe()
     found.web_version_url = run.guard("web version", lambda: web_version(links), None)
+    found.web_version_target = run.guard(
+        "click target", lambda: clicks.target(found.web_version_url), None)
+    aim = run.guard("click target", lambda: clicks.target(found.unsubscribe.http), None)
+    if aim:
+        found.unsubscribe = dataclasses.replace(found.unsubscribe, http_target=aim)
     found.confirmation_url = run.guard(
         "confirmation", lambda: confirmation(subject, visible, links), None
     )
     if doc is not None:
-        found.thumbnail_url = run.guard("thumbnail", lambda: thumbnail(doc, cid_map), None)
+        found.thumbnail_candidates = tuple(
+            run.guard("thumbnail", lambda: thumbnail_candidates(doc, cid_map, sender_name or ""),
+                      [])
+        )
+        found.thumbnail_url = found.thumbnail_candidates[0] if found.thumbnail_candidates else None
         found.display_html = run.guard(
             "display_html", lambda: sanitize.display_html(doc, cid_map), None
         )
@@ -140,6 +183,24 @@ def analyse(
         )
     elif text:
         found.display_html = sanitize.plain_to_html(text)
+    return _public_urls(found)
+
+
+def _public_urls(found: Findings) -> Findings:
+    """Every URL we store, re-serialized; ones pointing at internal hosts are dropped."""
+    u = found.unsubscribe
+    http = public_url(u.http)
+    found.unsubscribe = dataclasses.replace(
+        u, http=http, http_target=public_url(u.http_target) if http else None,
+        one_click=bool(http and u.one_click))
+    found.web_version_url = public_url(found.web_version_url)
+    found.web_version_target = (public_url(found.web_version_target)
+                                if found.web_version_url else None)
+    found.thumbnail_candidates = tuple(dict.fromkeys(
+        url for candidate in found.thumbnail_candidates if (url := stored_url(candidate))))
+    found.thumbnail_url = (found.thumbnail_candidates[0] if found.thumbnail_candidates
+                           else stored_url(found.thumbnail_url))
+    found.confirmation_url = public_url(found.confirmation_url)
     return found
 
 
@@ -153,20 +214,26 @@ def truncate(text: str, limit: int = PREVIEW_CHARS) -> str:
 
 
 def preview(doc: HtmlDoc | None, text: str) -> str | None:
-    """The hidden preheader if any, else the first meaningful visible text."""
-    if doc is not None:
-        for _, hidden in doc.hidden:
-            if len(hidden) >= 5 and not BOILERPLATE.search(hidden) and not _is_url(hidden):
-                return truncate(_tidy(hidden)) or None
+    """A judged hidden preheader, else the first meaningful visible text."""
     blocks = doc.blocks if doc is not None else first_lines(text, MAX_TEXT_LINES)
+    if doc is not None:
+        body = collapse(" ".join(blocks[:400]))
+        for _, hidden in doc.hidden:
+            candidate = _tidy(without_boilerplate(collapse(hidden)))
+            if good_preheader(candidate, body):
+                return truncate(candidate) or None
     pieces: list[str] = []
     size = 0
     for block in blocks:
         block = collapse(block)
         if len(block) < 2 or _is_url(block) or not re.search(r"\w", block):
             continue
-        if block.startswith(">") or (len(block) < 120 and BOILERPLATE.search(block)):
+        if block.startswith(">") or (len(block) < 120 and UNSUBSCRIBE.search(block)):
             continue
+        if not (block := without_boilerplate(block)):
+            continue
+        if not pieces and LEAD_JUNK.search(block):
+            continue  # a date, issue number or reading time before the letter starts
         pieces.append(block)
         size += len(block) + 1
         if size >= MIN_PREVIEW_CHARS:
@@ -184,6 +251,33 @@ def first_lines(text: str, count: int) -> list[str]:
         if len(lines) > count or size >= len(text):
             return lines[:count]
         size *= 4
+
+
+_SENTENCE = re.compile(r"(?<=[.!?…])\s+")
+
+
+def without_boilerplate(text: str) -> str:
+    """``text`` without its "view in browser" / "can't read this mail" sentences."""
+    if len(text) >= 600 or not BOILERPLATE.search(text):
+        return text
+    kept = _tidy(" ".join(s for s in _SENTENCE.split(text)
+                          if len(s) >= 120 or not BOILERPLATE.search(s)))
+    return kept if len(kept) >= 25 else ""  # what is left of "…? Click here" is no text
+
+
+PREHEADER_MIN_CHARS = 20  # shorter hidden text must be found in the letter to be trusted
+_HASHTAG = re.compile(r"#[^\s#]+")
+
+
+def good_preheader(candidate: str, body: str) -> bool:
+    """Whether hidden preheader text can stand for the letter: not boilerplate, a URL, a date or
+    reading time, not hashtags alone (often left over from an earlier issue), and long enough
+    unless the letter itself says the same."""
+    if len(candidate) < 5 or _is_url(candidate) or BOILERPLATE.search(candidate):
+        return False
+    if LEAD_JUNK.search(candidate) or not re.search(r"\w", _HASHTAG.sub("", candidate)):
+        return False
+    return len(candidate) >= PREHEADER_MIN_CHARS or candidate[:60] in body
 
 
 def _tidy(text: str) -> str:
@@ -228,8 +322,9 @@ def parse_list_unsubscribe(value: str | None, post: str | None) -> Unsubscribe |
         value = decode_words(value)[0]
     targets = re.findall(r"<([^<>]*)>", value) or value.split(",")
     cleaned = [re.sub(r"\s+", "", t) for t in targets]
-    https = [t for t in cleaned if t.lower().startswith("https://")]
-    http = https or [t for t in cleaned if t.lower().startswith("http://")]
+    web = [url for t in cleaned if (url := public_url(t))]
+    https = [t for t in web if t.startswith("https://")]
+    http = https or [t for t in web if t.startswith("http://")]
     mailto = [t for t in cleaned if t.lower().startswith("mailto:")]
     if not http and not mailto:
         return None
@@ -261,7 +356,7 @@ def text_links(text: str) -> list[Link]:
 
 
 def _web(href: str) -> bool:
-    return href.lower().startswith(("http://", "https://"))
+    return public_url(href) is not None
 
 
 def _href_words(href: str) -> str:
@@ -282,7 +377,7 @@ def body_unsubscribe(links: list[Link]) -> Unsubscribe | None:
             score = 3
         elif UNSUBSCRIBE.search(_href_words(link.href)):
             score = 2
-        elif len(link.text) <= 30 and UNSUBSCRIBE.search(link.before[-40:]):
+        elif len(link.text) <= 30 and UNSUBSCRIBE.search(link.before[-80:]):
             score = 1
         if score and (best is None or score > best[0]):
             best = (score, link)
@@ -301,11 +396,14 @@ def web_version(links: list[Link]) -> str | None:
         if not _web(link.href) or UNSUBSCRIBE.search(link.text):
             continue
         score = 0
+        short = len(link.text) <= 30
         if WEB_VERSION.search(link.text):
             score = 3
-        elif len(link.text) <= 30 and TROUBLE_VIEWING.search(link.before):
+        elif TROUBLE_VIEWING.search(link.text) or short and (
+                TROUBLE_VIEWING.search(link.before) or TROUBLE_VIEWING.search(link.after[:80])):
             score = 2
-        elif len(link.text) <= 30 and WEB_VERSION.search(link.before[-40:]):
+        elif short and (WEB_VERSION.search(link.before[-40:])
+                        or WEB_VERSION.search(link.after[:60])):
             score = 1
         if score and (best is None or score > best[0]):
             best = (score, link)
@@ -335,39 +433,71 @@ def confirmation(subject: str | None, text: str, links: list[Link]) -> str | Non
 
 
 def is_tracking_image(src: str, width: int | None, height: int | None) -> bool:
-    """Open-tracking pixels: 0/1-pixel images or well-known tracking URL shapes."""
+    """Open-tracking pixels: 0/1-pixel images, well-known tracking URL shapes or hosts."""
     if width is not None and width <= 2 or height is not None and height <= 2:
         return True
-    return bool(TRACKING_SRC.search(src.split("#", 1)[0]))
+    bare = src.split("#", 1)[0]
+    if TRACKING_SRC.search(bare):
+        return True
+    host = bare.split("://", 1)[-1].split("/", 1)[0].split("@")[-1].split(":")[0]
+    return bool(TRACKING_HOST.search(host)) and (width is None or height is None)
 
 
-def _content_image(image: Image) -> bool:
+def size_hint(src: str) -> tuple[int | None, int | None]:
+    """Width and height an image URL declares for itself (CDN resize parameters, file names)."""
+    path = src.split("#", 1)[0]
+    if match := _SIZE_HINT.search(path.split("?", 1)[0].split("://", 1)[-1]):
+        w, h = (match.group(1), match.group(2)) if match.group(1) else (match.group(3),
+                                                                         match.group(4))
+        return int(w), int(h)
+    if match := _WIDTH_PARAM.search(path):
+        return int(match.group(1)), None
+    return None, None
+
+
+def _content_image(image: Image, brand: str = "") -> bool:
     if is_tracking_image(image.src, image.width, image.height):
         return False
-    path = image.src.split("?", 1)[0].split("://", 1)[-1].partition("/")[2]
+    path = unquote(image.src.split("?", 1)[0].split("://", 1)[-1].partition("/")[2])
     if NOT_CONTENT_IMAGE.search(image.hints) or NOT_CONTENT_IMAGE.search(path):
         return False
-    if image.width is not None and image.width < 120:
+    if MASTHEAD_HINT.search(image.alt) or (not image.alt and MASTHEAD_HINT.search(path)):
         return False
-    if image.height is not None and image.height < 50:
+    if len(brand) >= 3 and brand.lower() in image.alt.lower() and len(image.alt) <= len(brand) + 15:
+        return False  # the sender's own name as a picture's caption: its logo or masthead
+    hinted_w, hinted_h = size_hint(image.src)
+    width = image.width if image.width is not None else hinted_w
+    if width is not None and hinted_w and width >= 120:
+        width = max(width, hinted_w)  # a photo shown small, from a large source
+    height = image.height if image.height is not None else hinted_h
+    if width is not None and width < MIN_THUMBNAIL_WIDTH:
         return False
-    return not image.src.lower().endswith(".svg")
+    if height is not None and height < 50:
+        return False
+    ratio_w, ratio_h = (hinted_w, hinted_h) if hinted_w and hinted_h else (width, height)
+    if ratio_w and ratio_h and ratio_w > MAX_BANNER_RATIO * ratio_h:
+        return False
+    return not image.src.lower().split("?", 1)[0].endswith(".svg")
 
 
-def thumbnail(doc: HtmlDoc, cid_map: dict[str, str]) -> str | None:
-    """``og:image``, else the first content image (no pixels, spacers, logos, icons)."""
-    if doc.og_image:
-        return doc.og_image
+def thumbnail_candidates(doc: HtmlDoc, cid_map: dict[str, str], brand: str = "") -> list[str]:
+    """``og:image``, then the content images in order (no pixels, spacers, logos, icons,
+    mastheads, author photos; ``brand`` is the sender's name). The store drops those that come
+    back in every issue."""
+    out: list[str] = [doc.og_image] if doc.og_image else []
     for image in doc.images:
         src = image.src
         if src.lower().startswith("cid:"):
             cid = unquote(src[4:]).strip("<>")
             mapped = cid_map.get(cid) or cid_map.get(cid.lower())
-            if mapped and _content_image(image):
-                return mapped
+            if mapped and _content_image(image, brand):
+                out.append(mapped)
             continue
         if src.startswith("//"):
             src = "https:" + src
-        if _web(src) and _content_image(image):
-            return src
-    return None
+        if _web(src) and _content_image(image, brand):
+            out.append(src)
+        if len(out) >= MAX_CANDIDATES:
+            break
+    return list(dict.fromkeys(out))
+

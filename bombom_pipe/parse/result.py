@@ -38,6 +38,7 @@ class Unsubscribe:
     mailto: str | None = None
     one_click: bool = False  # List-Unsubscribe-Post: List-Unsubscribe=One-Click
     source: str | None = None  # "header" or "body"
+    http_target: str | None = None  # where a click-tracking `http` leads, read from the URL
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +65,10 @@ class ParsedMessage:
     preview: str | None = None
     unsubscribe: Unsubscribe = field(default_factory=Unsubscribe)
     web_version_url: str | None = None
+    web_version_target: str | None = None  # where a click-tracking web_version_url leads
     thumbnail_url: str | None = None
+    # content images in order (og:image first): the store skips ones every issue repeats
+    thumbnail_candidates: tuple[str, ...] = ()
     reading_minutes: int | None = None
     confirmation_url: str | None = None  # set when this is a "confirm your subscription" mail
     charsets: tuple[str, ...] = ()  # the charsets actually used to decode the bodies

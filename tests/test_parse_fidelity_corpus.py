@@ -1,0 +1,71 @@
+"""Newsletter fidelity measured on real newsletters against what a reader expects.
+
+The expectations (tests/data/newsletters/expectations.toml) were written from each mail's
+source; the mails are the shared corpus's newsletters. Prints accuracy per field and keeps it
+from falling below the measured floor."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from bombom_pipe.parse import ParsedMessage, parse_message
+
+from .conftest import CORPUS
+
+EXPECTATIONS = Path(__file__).parent / "data" / "newsletters" / "expectations.toml"
+MAILS = tomllib.loads(EXPECTATIONS.read_text("utf-8"))["mail"]
+FLOOR = {"preview": 0.9, "thumbnail": 0.9, "web_version": 0.95, "unsubscribe": 0.95}
+FIELDS = tuple(FLOOR)
+
+pytestmark = pytest.mark.skipif(not CORPUS.is_dir(), reason="shared corpus not present")
+
+
+def _thumbnail(m: ParsedMessage, expected: str) -> bool:
+    if expected.startswith("cid:"):
+        cid = expected[4:]
+        sha = next((a.sha256 for a in m.attachments if a.content_id == cid), None)
+        return sha is not None and m.thumbnail_url is not None and sha in m.thumbnail_url
+    return _prefix(m.thumbnail_url, expected)
+
+
+def _prefix(got: str | None, expected: str) -> bool:
+    return got is None if expected == "" else bool(got and got.startswith(expected))
+
+
+def judge(m: ParsedMessage, expected: dict) -> dict[str, bool | None]:
+    """Per field: True/False, or None where the expectation is unknown ("?")."""
+    u = m.unsubscribe
+    return {
+        "preview": (m.preview is None if not expected["preview"]
+                    else any((m.preview or "").startswith(p) for p in expected["preview"])),
+        "thumbnail": None if expected["thumbnail"] == "?" else _thumbnail(m, expected["thumbnail"]),
+        "web_version": _prefix(m.web_version_url, expected["web_version"]),
+        "unsubscribe": _prefix(u.http or u.mailto, expected["unsubscribe"]),
+    }
+
+
+def test_expectations_cover_the_corpus_newsletters() -> None:
+    manifest = (CORPUS / "MANIFEST.tsv").read_text("utf-8").splitlines()[1:]
+    newsletters = {row.split("\t")[0] for row in manifest if row.split("\t")[5] == "newsletter"}
+    assert {m["file"] for m in MAILS} == newsletters
+
+
+def test_accuracy_against_expectations() -> None:
+    results = {f: [] for f in FIELDS}
+    misses: list[str] = []
+    for expected in MAILS:
+        m = parse_message((CORPUS / expected["file"]).read_bytes())
+        for name, ok in judge(m, expected).items():
+            if ok is None:
+                continue
+            results[name].append(ok)
+            if not ok:
+                misses.append(f"{expected['file']} {name}")
+    accuracy = {f: sum(r) / len(r) for f, r in results.items()}
+    print("\nnewsletter fidelity over", len(MAILS), "mails: " + ", ".join(
+        f"{f} {sum(results[f])}/{len(results[f])}" for f in FIELDS))
+    print("misses:", *misses, sep="\n  ")
+    assert all(accuracy[f] >= FLOOR[f] for f in FIELDS), (accuracy, misses)

@@ -1,0 +1,157 @@
+"""Newsletter fidelity by class: the shared phrase lists, web-version and unsubscribe links in
+every listed wording, preheader-named tables that are visible, and previews built from junk."""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+
+import pytest
+
+from bombom_pipe.parse import Unsubscribe, parse_message
+from bombom_pipe.parse.newsletter import phrase_pattern
+
+PHRASES = tomllib.loads(
+    resources.files("bombom_pipe.parse").joinpath("phrases.toml").read_text("utf-8")
+)
+FIRST = ("이번 주에는 봄에 읽기 좋은 책 다섯 권을 골랐습니다. "
+         "첫 번째 책은 오래된 골목을 걷는 이야기입니다.")
+
+
+def html_mail(body: str, head: str = "") -> bytes:
+    return ("From: Letter <letter@news.example>\r\nSubject: weekly\r\nMIME-Version: 1.0\r\n"
+            "Content-Type: text/html; charset=utf-8\r\n\r\n"
+            f"<html><head>{head}</head><body>{body}</body></html>").encode()
+
+
+def examples(kind: str, key: str = "examples") -> list[tuple[str, str]]:
+    return [(lang, text) for lang, entry in PHRASES[kind].items() for text in entry.get(key, [])]
+
+
+# --- the one phrase file, in every language it lists ---
+
+def test_phrase_file_covers_the_languages() -> None:
+    for kind in ("unsubscribe", "web_version"):
+        assert {"ko", "en", "de", "ja"} <= set(PHRASES[kind]), kind
+
+
+@pytest.mark.parametrize("kind", list(PHRASES))
+def test_every_example_matches_and_no_counter_example_does(kind: str) -> None:
+    pattern = phrase_pattern(kind)
+    assert [t for _, t in examples(kind) if not pattern.search(t)] == []
+    assert [t for _, t in examples(kind, "not") if pattern.search(t)] == []
+
+
+@pytest.mark.parametrize(("lang", "text"), examples("unsubscribe"))
+def test_body_unsubscribe_link_in_every_listed_wording(lang: str, text: str) -> None:
+    m = parse_message(html_mail(f"<p>{FIRST}</p><p><a href='https://news.example/read'>기사</a>"
+                                f"</p><p><a href='https://news.example/u/1'>{text}</a></p>"))
+    assert m.unsubscribe == Unsubscribe(http="https://news.example/u/1", source="body")
+    assert m.web_version_url is None
+
+
+@pytest.mark.parametrize(("lang", "text"), examples("web_version"))
+def test_web_version_link_in_every_listed_wording(lang: str, text: str) -> None:
+    m = parse_message(html_mail(f"<p><a href='https://news.example/web/7'>{text}</a></p>"
+                                f"<p>{FIRST}</p><p><a href='https://news.example/other'>기사</a></p>"))
+    assert m.web_version_url == "https://news.example/web/7"
+
+
+@pytest.mark.parametrize(("lang", "text"), examples("trouble_viewing"))
+def test_link_after_a_trouble_viewing_sentence_is_the_web_version(lang: str, text: str) -> None:
+    m = parse_message(html_mail(f"<p>{text} <a href='https://news.example/web/8'>→</a></p>"
+                                f"<p>{FIRST}</p>"))
+    assert m.web_version_url == "https://news.example/web/8"
+
+
+def test_german_click_here_if_you_cannot_read_this_mail() -> None:
+    m = parse_message(html_mail(
+        "<p>Klicken Sie <a href='https://news.example/web/9'>hier</a>, wenn Sie diese E-Mail "
+        f"nicht lesen können.</p><p>{FIRST}</p>"))
+    assert m.web_version_url == "https://news.example/web/9"
+
+
+def test_cancel_your_subscription_is_not_a_web_version() -> None:
+    m = parse_message(html_mail(f"<p>{FIRST}</p><p><a href='https://news.example/c'>Cancel your "
+                                "subscription</a> · <a href='https://news.example/p'>Manage "
+                                "preferences</a></p>"))
+    assert m.unsubscribe.http == "https://news.example/c"
+    assert m.web_version_url is None
+
+
+# --- a visible link inside a table named "pre-header" ---
+
+PREHEADER_TABLE = """<table class="pre-header" width="100%"><tr><td style="font-size:11px">
+<a href="https://news.example/web/10">View in browser</a></td></tr></table>"""
+
+
+def test_visible_link_in_a_pre_header_table_is_found() -> None:
+    m = parse_message(html_mail(PREHEADER_TABLE + f"<p>{FIRST}</p>"))
+    assert m.web_version_url == "https://news.example/web/10"
+    assert m.text.startswith("View in browser")
+    assert m.preview == FIRST[:m.preview.__len__()] and m.preview.startswith("이번 주에는")
+
+
+def test_preheader_hidden_by_the_style_sheet_stays_hidden() -> None:
+    head = "<style>p{margin:0} .preheader, .x { display: none !important; }</style>"
+    body = (f"<span class='preheader'>봄에 읽기 좋은 책 다섯 권을 소개하는 이번 주 레터</span>"
+            f"<p>{FIRST}</p>")
+    m = parse_message(html_mail(body, head))
+    assert "이번 주 레터" not in m.text
+    assert m.preview == "봄에 읽기 좋은 책 다섯 권을 소개하는 이번 주 레터"
+
+
+def test_rules_inside_media_queries_do_not_hide() -> None:
+    head = "<style>@media (max-width:480px){ .desktop{display:none} }</style>"
+    m = parse_message(html_mail(f"<div class='desktop'><p>{FIRST}</p></div>", head))
+    assert m.text == FIRST
+
+
+# --- the preheader is judged before it is trusted; junk lines at the top are dropped ---
+
+HIDDEN = '<div style="display:none;max-height:0;overflow:hidden">{}</div>'
+
+
+@pytest.mark.parametrize(
+    "preheader",
+    [
+        "#최강자엔비디아 #엔비디아시총",  # hashtags only, left over from an earlier issue
+        "#AI #Nvidia #markets",
+        "봄봄 레터",  # too short to stand for the letter, and not in it
+        "🕢 2025/07/21 07:30",
+        "5분 읽기",
+        "View this email in your browser",
+        "https://news.example/web/1",
+    ],
+)
+def test_junk_preheader_gives_way_to_the_first_sentence(preheader: str) -> None:
+    m = parse_message(html_mail(HIDDEN.format(preheader) + f"<p>{FIRST}</p>"))
+    assert m.preview == FIRST
+
+
+def test_short_preheader_that_the_letter_repeats_is_kept() -> None:
+    m = parse_message(html_mail(HIDDEN.format("봄에 읽기 좋은 책") + "<h1>봄에 읽기 좋은 책</h1>"
+                                + f"<p>{FIRST}</p>"))
+    assert m.preview == "봄에 읽기 좋은 책"
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        ["🕢 2025/07/21 07:30"],
+        ["2025년 7월 21일 월요일", "제128호"],
+        ["Vol.12", "⏱ 5분 읽기"],
+        ["Issue #42", "July 21, 2025", "7 min read"],
+        ["Ausgabe 17", "Lesezeit: 5 Minuten"],
+    ],
+)
+def test_leading_date_issue_and_reading_time_lines_are_dropped(lines: list[str]) -> None:
+    top = "".join(f"<p>{line}</p>" for line in lines)
+    m = parse_message(html_mail(top + f"<p>{FIRST}</p>"))
+    assert m.preview == FIRST
+
+
+def test_a_date_inside_the_text_is_kept() -> None:
+    text = "2025년 7월 21일에 있었던 일을 정리했습니다. " + FIRST
+    m = parse_message(html_mail(f"<p>{text}</p>"))
+    assert m.preview.startswith("2025년 7월 21일에 있었던 일")
