@@ -161,7 +161,7 @@ class HtmlDoc:
 
 def load(html: str) -> HtmlDoc:
     """Parse and walk an HTML body (a prefix: MAX_HTML_CHARS, MAX_MARKUP)."""
-    prefix = _prefix(html)
+    prefix = analysed_prefix(html)
     soup = _soup_class()(defuse(prefix), "html.parser")
     doc = HtmlDoc(soup=soup, source=html, truncated=len(prefix) < len(html))
     doc.hidden_names = sheet_hidden(_style_text(html[:MAX_HTML_CHARS])[:200_000])
@@ -191,7 +191,7 @@ def _soup_class() -> type:
 _MARKUP = re.compile(r"[<&]")
 
 
-def _prefix(html: str) -> str:
+def analysed_prefix(html: str) -> str:
     """The part of the body that is parsed: bounded in characters and in markup."""
     html = html[:MAX_HTML_CHARS]
     if html.count("<") + html.count("&") > MAX_MARKUP:

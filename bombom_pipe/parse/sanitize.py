@@ -28,7 +28,7 @@ from collections.abc import Callable
 from urllib.parse import unquote
 
 from . import urls
-from .html import MAX_HTML_CHARS, HtmlDoc
+from .html import HtmlDoc, analysed_prefix
 from .newsletter import is_tracking_image
 
 MAX_DEPTH = 200  # deeper markup is flattened to its text
@@ -107,7 +107,7 @@ def display_html(doc: HtmlDoc, cid_map: dict[str, str]) -> str:
 
 def clean_fragment(html: str, cid_map: dict[str, str]) -> str:
     """Raw HTML made safe for display (also used when the analysis walk failed)."""
-    source = _cap_raw_depth(html[:MAX_HTML_CHARS])
+    source = _cap_raw_depth(analysed_prefix(html))  # bounded in characters and markup
     first = _clean(source, _attribute_filter(cid_map, None))
     kept, approved = _drop_hidden_and_pixels(first)
     return _clean(kept, _attribute_filter(cid_map, approved))
