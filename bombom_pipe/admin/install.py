@@ -36,7 +36,7 @@ def parse(dsn: str) -> dict[str, str]:
         raise ValueError("must not contain newlines, quotes or backslashes")
     try:
         return {k: str(v) for k, v in conninfo_to_dict(dsn).items()}
-    except Exception as e:  # noqa: BLE001 - psycopg.ProgrammingError; say which setting
+    except Exception as e:  # psycopg.ProgrammingError; say which setting
         raise ValueError("is not a valid libpq connection string") from e
 
 

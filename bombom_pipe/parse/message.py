@@ -46,7 +46,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
             return _clean(_parse(raw, minimal=f"{type(exc).__name__}: {exc}"[:200]))
         except ParseError:
             raise
-        except Exception as again:  # noqa: BLE001
+        except Exception as again:
             raise ParseError(f"parser failure: {type(again).__name__}") from again
 
 
