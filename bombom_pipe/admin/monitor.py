@@ -56,7 +56,8 @@ def check(obj: Context, **limits: int) -> None:
         click.echo(f"BOMBOM UNKNOWN - {e}")
         sys.exit(ops.UNKNOWN)
     status = ops.check(settings, ops.Limits(**limits))
-    click.echo(status.line())
+    summary = "; ".join(status.notes) or "database, spool, quarantine and queue fine"
+    click.echo(f"BOMBOM {ops.NAMES[status.state]} - {summary} | {' '.join(status.perf)}")
     sys.exit(status.state)
 
 

@@ -12,6 +12,8 @@ if TYPE_CHECKING:
 
 @dataclass(slots=True)
 class Done:
+    """What `init_db` did."""
+
     owner: str | None = None  # the role made owner of the database
     applied: list[str] = field(default_factory=list)  # migrations, by name
     granted: list[tuple[str, str]] = field(default_factory=list)  # (kind, role)

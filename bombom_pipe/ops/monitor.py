@@ -87,10 +87,6 @@ class Status:
         self.state = max(self.state, level, key=RANK.__getitem__)
         self.notes.append(note)
 
-    def line(self) -> str:
-        summary = "; ".join(self.notes) or "database, spool, quarantine and queue fine"
-        return f"BOMBOM {NAMES[self.state]} - {summary} | {' '.join(self.perf)}"
-
 
 def check(settings: Settings, limits: Limits) -> Status:
     """Can mail be delivered now, and is anything piling up? Never raises for a finding."""
