@@ -16,7 +16,7 @@ import time
 GRACE = 5.0
 
 
-class DeadlineExceeded(BaseException):  # noqa: N818 - BaseException: no `except Exception` eats it
+class DeadlineExceeded(BaseException):  # BaseException: no `except Exception` eats it
     """The delivery ran out of time; it will be retried by Postfix."""
 
 

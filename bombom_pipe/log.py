@@ -15,6 +15,10 @@ import os
 import re
 import sys
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 IDENT = "bombom-deliver"
 
@@ -78,6 +82,12 @@ class Log:
             syslog.openlog(ident, syslog.LOG_PID, syslog.LOG_MAIL)
             # a person at a terminal sees the lines too (under Postfix stderr is never a tty)
             self.echo = sys.stderr.isatty()
+
+    @classmethod
+    def for_settings(cls, settings: Settings, ident: str = IDENT) -> Log:
+        """The log `settings` name, masking every form of each database password they hold."""
+        urls = (settings.database_url, settings.admin_database_url)
+        return cls(settings.log, ident, secrets=tuple(s for u in urls for s in dsn_secrets(u)))
 
     def write(self, level: str, line: str) -> None:
         """One record, whatever `line` holds: the one place text reaches the log."""

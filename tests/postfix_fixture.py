@@ -15,8 +15,9 @@ import smtplib
 import socket
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
+
+from .sandbox import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTALL = ROOT / "postfix-config" / "install.sh"
@@ -27,19 +28,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_for(what: str, check: Callable[[], object], timeout: float = 30,
-             interval: float = 0.1) -> object:
-    """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
-    end = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
 
 
 def available() -> str | None:

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import bombom_pipe
@@ -31,6 +32,19 @@ import bombom_pipe
 PACKAGE = Path(bombom_pipe.__file__).resolve().parent
 DELIVER_USER = "nobody"
 RUNNER_CACHE = Path("/var/cache/bombom-dev")  # root only: the runner venvs, one per dependency set
+
+
+def wait_for(what: str, check: Callable[[], object], timeout: float = 30,
+             interval: float = 0.1) -> object:
+    """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
+    end = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)
 
 
 def _pg_bindir() -> Path:
@@ -148,13 +162,6 @@ class LocalPostgres:
                                   (name,)).fetchone()
             if not exists:
                 conn.execute(f'CREATE DATABASE "{name}"')  # name is ours, not from input
-
-    def wait_ready(self, seconds: float = 30) -> None:
-        end = time.monotonic() + seconds
-        while not self.running():
-            if time.monotonic() > end:
-                raise RuntimeError("PostgreSQL did not start")
-            time.sleep(0.1)
 
 
 def deliver_argv(workdir: Path, env: dict[str, str] | None = None) -> list[str]:

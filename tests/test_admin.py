@@ -35,7 +35,7 @@ def bombom(env: Env, *args: str, owner_url: str, as_delivery_user: bool = False
     return subprocess.run(argv, capture_output=True, text=True, env=environ, timeout=120)
 
 
-def test_init_db_twice_changes_nothing(env: Env, pg, db: psycopg.Connection) -> None:  # noqa: ANN001
+def test_init_db_twice_changes_nothing(env: Env, pg: LocalPostgres, db: psycopg.Connection) -> None:
     r = bombom(env, "init-db", "--delivery-role", "bombom_deliver", owner_url=pg.url())
     assert r.returncode == 0, r.stderr
     assert "schema is up to date" in r.stdout and "delivery role bombom_deliver" in r.stdout
@@ -43,7 +43,8 @@ def test_init_db_twice_changes_nothing(env: Env, pg, db: psycopg.Connection) -> 
     assert [v[0] for v in versions] == [m[0] for m in migrations()]
 
 
-def test_members_add_normalizes_and_lists(env: Env, pg, db: psycopg.Connection) -> None:  # noqa: ANN001
+def test_members_add_normalizes_and_lists(env: Env, pg: LocalPostgres,
+                                          db: psycopg.Connection) -> None:
     r = bombom(env, "members", "add", "Carol+x@Bombom.News", owner_url=pg.url())
     assert r.returncode == 0 and "added carol@bombom.news" in r.stdout
     r = bombom(env, "members", "add", "carol@bombom.news", owner_url=pg.url())
@@ -53,7 +54,7 @@ def test_members_add_normalizes_and_lists(env: Env, pg, db: psycopg.Connection) 
         ALICE, "bob@bombom.news", "carol@bombom.news"]
 
 
-def test_delivery_role_cannot_delete_or_alter(pg) -> None:  # noqa: ANN001
+def test_delivery_role_cannot_delete_or_alter(pg: LocalPostgres) -> None:
     with psycopg.connect(pg.url(user="bombom_deliver")) as conn:
         for sql in ("DELETE FROM articles", "DROP TABLE deliveries",
                     "ALTER TABLE members ADD COLUMN x int", "UPDATE members SET address = 'x'"):
@@ -63,12 +64,12 @@ def test_delivery_role_cannot_delete_or_alter(pg) -> None:  # noqa: ANN001
 
 
 def test_delivery_role_updates_only_the_upserted_newsletter_columns(
-        env: Env, db: psycopg.Connection, pg) -> None:  # noqa: ANN001
+        env: Env, db: psycopg.Connection, pg: LocalPostgres) -> None:
     assert env.deliver(DIGEST).returncode == 0
     with psycopg.connect(pg.url(user="bombom_deliver")) as conn:
         for column in ("keep_forever", "sender_address", "first_seen_at"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                conn.execute(f"UPDATE newsletters SET {column} = {column}")  # noqa: S608
+                conn.execute(f"UPDATE newsletters SET {column} = {column}")
             conn.rollback()
     # the upsert itself still works: a second message from the same sender updates its row
     assert env.deliver(DIGEST.replace(b"<digest-2026-11-30@", b"<digest-2@")).returncode == 0
@@ -116,7 +117,7 @@ def test_upgrade_narrows_a_delivery_role_granted_before(pg: LocalPostgres) -> No
             conn.execute(f"DROP DATABASE {name}")
 
 
-def test_lookup_role_reads_members_only(pg) -> None:  # noqa: ANN001
+def test_lookup_role_reads_members_only(pg: LocalPostgres) -> None:
     with psycopg.connect(pg.url(user="bombom_lookup")) as conn:
         assert conn.execute("SELECT count(*) FROM members").fetchone()[0] >= 0
         conn.rollback()
@@ -124,7 +125,7 @@ def test_lookup_role_reads_members_only(pg) -> None:  # noqa: ANN001
             conn.execute("SELECT * FROM articles")
 
 
-def test_quarantine_list_and_replay(env: Env, pg, db: psycopg.Connection) -> None:  # noqa: ANN001
+def test_quarantine_list_and_replay(env: Env, pg: LocalPostgres, db: psycopg.Connection) -> None:
     garbage = b"\x00\x01 not a mail at all"
     r = env.deliver(garbage)
     assert r.returncode == 0 and b"quarantined" in r.stdout
@@ -145,7 +146,7 @@ def test_quarantine_list_and_replay(env: Env, pg, db: psycopg.Connection) -> Non
 
 
 def test_prune_is_a_dry_run_by_default_and_spares_the_quarantine(
-        env: Env, pg, db: psycopg.Connection) -> None:  # noqa: ANN001
+        env: Env, pg: LocalPostgres, db: psycopg.Connection) -> None:
     garbage = b"\x00 quarantined forever"
     assert env.deliver(garbage).returncode == 0
     assert env.deliver(DIGEST).returncode == 0
@@ -164,7 +165,7 @@ def test_prune_is_a_dry_run_by_default_and_spares_the_quarantine(
     assert raw_path(env.spool, hashlib.sha256(garbage).hexdigest()).exists()
 
 
-def test_stats_and_check(env: Env, pg, db: psycopg.Connection) -> None:  # noqa: ANN001
+def test_stats_and_check(env: Env, pg: LocalPostgres, db: psycopg.Connection) -> None:
     assert env.deliver(DIGEST).returncode == 0
     assert env.deliver(DIGEST).returncode == 0
     r = bombom(env, "stats", owner_url=pg.url())
@@ -202,8 +203,8 @@ def _victim(workdir: Path, name: str) -> Path:
 
 
 @needs_root
-def test_check_as_root_leaves_a_fresh_spool_as_it_was(env: Env, pg, db: psycopg.Connection
-                                                      ) -> None:  # noqa: ANN001
+def test_check_as_root_leaves_a_fresh_spool_as_it_was(env: Env, pg: LocalPostgres,
+                                                      db: psycopg.Connection) -> None:
     r = bombom(env, "check", owner_url=pg.url())
     assert r.returncode in (0, 3), r.stdout
     assert list(env.spool.iterdir()) == []
@@ -214,7 +215,7 @@ def test_check_as_root_leaves_a_fresh_spool_as_it_was(env: Env, pg, db: psycopg.
 @needs_root
 @pytest.mark.parametrize("where", [".", "tmp", "raw", "raw/ab", "att"])
 def test_check_is_critical_when_the_pipe_user_cannot_write(
-        env: Env, pg, db: psycopg.Connection, where: str) -> None:  # noqa: ANN001
+        env: Env, pg: LocalPostgres, db: psycopg.Connection, where: str) -> None:
     assert env.deliver(DIGEST).returncode == 0
     sha = hashlib.sha256(DIGEST).hexdigest()
     (env.spool / "att").mkdir(exist_ok=True)
@@ -228,7 +229,7 @@ def test_check_is_critical_when_the_pipe_user_cannot_write(
 
 @needs_root
 def test_check_as_root_does_not_write_through_the_spool_owners_links(
-        env: Env, pg, db: psycopg.Connection, workdir: Path) -> None:  # noqa: ANN001
+        env: Env, pg: LocalPostgres, db: psycopg.Connection, workdir: Path) -> None:
     victim = _victim(workdir, "check-victim-")
     tmp = env.spool / "tmp"
     tmp.mkdir(mode=0o700)
@@ -246,8 +247,8 @@ def test_check_as_root_does_not_write_through_the_spool_owners_links(
 
 @needs_root
 @pytest.mark.parametrize("link", ["raw/zz", "raw", "att/zz"])
-def test_prune_as_root_never_leaves_the_spool(env: Env, pg, db: psycopg.Connection,
-                                             workdir: Path, link: str) -> None:  # noqa: ANN001
+def test_prune_as_root_never_leaves_the_spool(env: Env, pg: LocalPostgres, db: psycopg.Connection,
+                                             workdir: Path, link: str) -> None:
     assert env.deliver(DIGEST).returncode == 0
     old = time.time() - 40 * 86400
     own = raw_path(env.spool, hashlib.sha256(DIGEST).hexdigest())

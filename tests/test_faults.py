@@ -23,7 +23,7 @@ import pytest
 from bombom_pipe.spool import raw_path
 
 from .conftest import ALICE, EXAMPLES, Env, fresh_schema, new_env
-from .sandbox import DELIVER_USER, LocalPostgres, give
+from .sandbox import DELIVER_USER, LocalPostgres, give, wait_for
 
 DIGEST = (EXAMPLES / "english-digest.eml").read_bytes()
 ALLOWED = {0, 75}
@@ -112,13 +112,6 @@ def test_max_connections_reached(fenv: Env, cluster: LocalPostgres) -> None:
     assert len(articles(cluster)) == 1
 
 
-def wait_for(predicate, seconds: float = 20) -> None:  # noqa: ANN001
-    end = time.monotonic() + seconds
-    while not predicate():
-        assert time.monotonic() < end, "timed out"
-        time.sleep(0.005)
-
-
 def kill(proc: subprocess.Popen) -> None:
     proc.kill()  # it may have exited already: either way Postfix would run it again
     proc.wait(10)
@@ -155,7 +148,8 @@ def test_sigkill_after_the_spool_write(fenv: Env, cluster: LocalPostgres) -> Non
     with psycopg.connect(cluster.url()) as locker:  # keeps it from getting further meanwhile
         locker.execute("LOCK TABLE members IN ACCESS EXCLUSIVE MODE")
         p = start(fenv, DIGEST)
-        wait_for(lambda: raw_path(fenv.spool, hashlib.sha256(DIGEST).hexdigest()).exists())
+        wait_for("the raw file", lambda: raw_path(fenv.spool, hashlib.sha256(DIGEST).hexdigest())
+                 .exists(), 20, interval=0.005)
         kill(p)
     assert p.returncode == -signal.SIGKILL
     assert kept(fenv, DIGEST)
@@ -173,7 +167,7 @@ def test_sigkill_inside_the_transaction(fenv: Env, cluster: LocalPostgres) -> No
                 "SELECT 1 FROM pg_stat_activity WHERE application_name = 'bombom-deliver' "
                 "AND wait_event_type = 'Lock'").fetchone())
 
-        wait_for(waiting_on_lock)
+        wait_for("a wait on the lock", waiting_on_lock, 20, interval=0.005)
         kill(p)
         assert p.returncode == -signal.SIGKILL
         locker.rollback()
@@ -184,7 +178,8 @@ def test_sigkill_inside_the_transaction(fenv: Env, cluster: LocalPostgres) -> No
 def test_sigkill_after_commit_before_exit(fenv: Env, cluster: LocalPostgres) -> None:
     with psycopg.connect(cluster.url(), autocommit=True) as watcher:
         p = start(fenv, DIGEST)
-        wait_for(lambda: watcher.execute("SELECT count(*) FROM articles").fetchone()[0] == 1)
+        wait_for("the commit", lambda: watcher.execute("SELECT count(*) FROM articles")
+                 .fetchone()[0] == 1, 20, interval=0.005)
         kill(p)
     retried_once(fenv, cluster, DIGEST)
 

@@ -158,3 +158,17 @@ def test_the_operator_command_does_not_echo_the_dsn(env: Env, dsn: str) -> None:
                            env=environ, timeout=60)
         assert r.returncode != 0
         assert_no_secret(r.stdout + r.stderr)
+
+
+def test_a_log_for_settings_masks_the_password_of_every_dsn_they_hold(tmp_path: Path) -> None:
+    from bombom_pipe.config import Settings
+    from bombom_pipe.log import Log
+
+    target = tmp_path / "log"
+    settings = Settings(database_url="postgresql://d:Sup3r%2Fone@/x", log=str(target),
+                        admin_database_url="host=/x user=a password='s3cr3t two'")
+    log = Log.for_settings(settings, ident="bombom-replay")
+    log.error("failed: Sup3r/one, Sup3r%2Fone, 's3cr3t two', s3cr3t two")
+    text = target.read_text()
+    assert "bombom-replay[" in text and "failed: " in text
+    assert_no_secret(text)

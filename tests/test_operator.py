@@ -11,7 +11,8 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from bombom_pipe.admin.install import (
+from bombom_pipe.deadline import GRACE
+from bombom_pipe.ops.postfix import (
     STARTUP_MARGIN,
     pgpass_line,
     pgpass_password,
@@ -20,7 +21,6 @@ from bombom_pipe.admin.install import (
     with_password,
     without_password,
 )
-from bombom_pipe.deadline import GRACE
 
 from .conftest import Env
 from .sandbox import LocalPostgres
@@ -77,6 +77,29 @@ def test_unreadable_config_is_one_line(env: Env, pg: LocalPostgres) -> None:
     env.write_config(mode=0o644)  # world-readable: refused
     out = one_line_refusal(bombom(env, "members", "list", url=pg.url()))
     assert "world-readable" in out
+
+
+def test_check_with_an_unusable_config_says_unknown_in_its_own_format(
+        env: Env, pg: LocalPostgres) -> None:
+    """A monitoring system reads check's exit status: 3 (UNKNOWN), never click's 1 (WARNING)."""
+    env.write_config(mode=0o644)
+    r = bombom(env, "check", url=pg.url())
+    assert r.returncode == 3, r
+    assert r.stdout.startswith("BOMBOM UNKNOWN - ") and "world-readable" in r.stdout, r
+    assert r.stdout.count("\n") == 1 and not r.stderr, r
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="replay runs as the delivery user")
+def test_replay_masks_every_database_password_in_its_log(env: Env, pg: LocalPostgres,
+                                                         db: psycopg.Connection) -> None:
+    """Replay logs like delivery: the delivery DSN it fails with never shows its password."""
+    assert env.deliver(b"\x00 not a mail").returncode == 0  # quarantined, kept for replay
+    secret = "postgresql://u:Sup3r%2Fs3cr3t@/x?host=/nonexistent&sslmode=bogus"
+    r = bombom(env, "replay", url=secret, as_delivery_user=True,
+               BOMBOM_ADMIN_DATABASE_URL=pg.url(), BOMBOM_DEADLINE_SECONDS="2")
+    assert r.returncode == 0 and "replayed 1: tempfail 1" in r.stdout, r
+    log = env.log.read_text()
+    assert "bombom-replay" in log and "Sup3r" not in log and "s3cr3t" not in log, log
 
 
 def test_a_tagged_member_address_is_refused_by_the_schema(db: psycopg.Connection) -> None:

@@ -19,8 +19,8 @@ import psycopg
 import pytest
 
 from .conftest import ALICE, BOB, EXAMPLES
-from .postfix_fixture import Postfix, available, wait_for
-from .sandbox import LocalPostgres
+from .postfix_fixture import Postfix, available
+from .sandbox import LocalPostgres, wait_for
 
 pytestmark = [pytest.mark.postfix,
               pytest.mark.skipif(available() is not None, reason=str(available()))]

@@ -21,8 +21,8 @@ import psycopg
 import pytest
 
 from .conftest import EXAMPLES
-from .postfix_fixture import ROOT, Postfix, available, wait_for
-from .sandbox import LocalPostgres
+from .postfix_fixture import ROOT, Postfix, available
+from .sandbox import LocalPostgres, wait_for
 
 pytestmark = [pytest.mark.postfix,
               pytest.mark.skipif(available() is not None, reason=str(available()))]

@@ -1,34 +1,19 @@
-"""`bombom stats` and `bombom check` (a monitoring probe in the Nagios plugin convention).
-
-Neither changes the spool nor follows a link in it: the spool belongs to the pipe user (its
-owner), and `check` asks whether *that* user can save a message there, as that user.
-"""
+"""`bombom stats` and `bombom check` (a Nagios-style probe): bombom_pipe/ops/monitor.py."""
 
 from __future__ import annotations
 
-import json
-import os
-import secrets
-import shutil
-import stat
-import subprocess
 import sys
-import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from ..spool import files
-from .quarantine import UNRESOLVED
+from ..config import ConfigError
+from ..ops import monitor as ops
 
 if TYPE_CHECKING:
     from . import Context
 
-OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
-NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
-RANK = {OK: 0, UNKNOWN: 1, WARNING: 2, CRITICAL: 3}  # a real finding outranks "cannot tell"
+LIMITS = ops.Limits()
 
 
 @click.command()
@@ -37,232 +22,43 @@ RANK = {OK: 0, UNKNOWN: 1, WARNING: 2, CRITICAL: 3}  # a real finding outranks "
 def stats(obj: Context, hours: float) -> None:
     """Deliveries per outcome, delivery time p50/p95, quarantine and spool size."""
     with obj.connect() as conn:
-        rows = conn.execute(
-            """SELECT outcome, count(*),
-                      percentile_cont(0.5) WITHIN GROUP (ORDER BY
-                          extract(epoch FROM finished_at - started_at)),
-                      percentile_cont(0.95) WITHIN GROUP (ORDER BY
-                          extract(epoch FROM finished_at - started_at))
-               FROM deliveries WHERE started_at >= now() - make_interval(secs => %s)
-               GROUP BY ROLLUP (outcome) ORDER BY outcome NULLS LAST""",
-            (hours * 3600,)).fetchall()
-        quarantined = conn.execute(f"SELECT count(*) FROM ({UNRESOLVED}) u").fetchone()[0]
+        s = ops.stats(conn, obj.settings.spool_dir, hours)
     click.echo(f"deliveries in the last {hours:g} h:")
-    for outcome, n, p50, p95 in rows:
+    for outcome, n, p50, p95 in s.outcomes:
         click.echo(f"  {outcome or 'all':<12} {n:>8}   p50 {1000 * (p50 or 0):7.1f} ms"
                    f"   p95 {1000 * (p95 or 0):7.1f} ms")
-    click.echo(f"quarantine: {quarantined} unresolved")
-    spool = obj.settings.spool_dir
-    for kind in ("raw", "att"):
-        count = size = 0
-        for f in files(spool, kind):
-            count, size = count + 1, size + f.stat.st_size
+    click.echo(f"quarantine: {s.quarantined} unresolved")
+    for kind, (count, size) in s.spool.items():
         click.echo(f"spool {kind}: {count} files, {size / 1e6:.1f} MB")
-    if spool.exists():
-        free = shutil.disk_usage(spool).free
-        click.echo(f"spool free: {free / 1e9:.1f} GB")
-
-
-_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-def _spool_problem(spool: Path) -> tuple[int, str] | None:
-    """(level, why) when the pipe user, the spool's owner, could not save a message; None when
-    it could. As root, the probe runs in a child process that has become the owner."""
-    import pwd
-
-    try:
-        st = os.stat(spool)
-    except OSError as e:
-        return CRITICAL, f"spool {spool}: {e.strerror}"
-    if st.st_uid == 0:
-        return CRITICAL, "spool owned by root (bombom-deliver never runs as root)"
-    try:
-        pw = pwd.getpwuid(st.st_uid)
-        user, gid = pw.pw_name, pw.pw_gid
-    except KeyError:
-        user, gid = str(st.st_uid), st.st_gid
-    if os.geteuid() == 0:
-        why = _as_user(st.st_uid, gid, lambda: _probe(spool))
-    elif os.geteuid() == st.st_uid:
-        why = _probe(spool)
-    else:
-        return UNKNOWN, f"spool probe needs root or its owner {user}"
-    return (CRITICAL, f"spool not writable by {user}: {why}") if why else None
-
-
-def _as_user(uid: int, gid: int, probe: Callable[[], str | None]) -> str | None:
-    """`probe()` in a forked child with the user's ids (and no other group, as Postfix's
-    pipe(8) runs it), so that nothing it does has root's rights; its answer comes back by pipe."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns
-        try:
-            os.close(r)
-            os.setgroups([gid])
-            os.setgid(gid)
-            os.setuid(uid)
-            answer = probe() or ""
-        except BaseException as e:  # noqa: BLE001 - whatever happens, answer and exit
-            answer = f"probe failed ({type(e).__name__})"
-        finally:
-            try:
-                os.write(w, answer.encode("utf-8", "replace")[:4000])
-            finally:
-                os._exit(0)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        answer = f.read().decode("utf-8", "replace")
-    os.waitpid(pid, 0)
-    return answer or None
-
-
-def _probe(spool: Path) -> str | None:
-    """As the pipe user: can it make and fill a file where bombom-deliver does (tmp/, or the
-    spool itself before the first delivery), and write into raw/, att/ and their <ab>/
-    directories? Makes no directory; its one probe file is gone when it returns."""
-    import re
-
-    try:
-        top = os.open(spool, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError as e:
-        return f"{spool}: {e.strerror}"
-    problems: list[str] = []
-    opened = [top]
-    try:
-        where = top
-        for kind in ("tmp", "raw", "att"):
-            try:
-                fd = os.open(kind, _DIR, dir_fd=top)
-            except FileNotFoundError:
-                continue  # made on the first delivery, which needs the spool writable (below)
-            except OSError as e:
-                problems.append(f"{kind}: {e.strerror}")
-                continue
-            opened.append(fd)
-            if kind == "tmp":
-                where = fd
-            subs = [n for n in os.listdir(fd) if re.fullmatch(r"[0-9a-f]{2}", n)]
-            for rel, parent, name in [(kind, top, kind),
-                                      *((f"{kind}/{n}", fd, n) for n in sorted(subs))]:
-                mode = os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode
-                if not stat.S_ISDIR(mode):
-                    problems.append(f"{rel}: not a directory")
-                elif not os.access(name, os.W_OK | os.X_OK, dir_fd=parent):
-                    problems.append(f"{rel}: Permission denied")
-        if not os.access(".", os.W_OK | os.X_OK, dir_fd=top):
-            problems.append(f"{spool}: Permission denied")
-        if problems:
-            return _summary(problems)
-        name = f".check-{os.getpid()}.{secrets.token_hex(8)}"
-        try:
-            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                         0o600, dir_fd=where)
-            try:
-                os.write(fd, b"x")
-            finally:
-                os.close(fd)
-                os.unlink(name, dir_fd=where)
-        except OSError as e:
-            problems.append(f"{'tmp' if where != top else spool}: {e.strerror}")
-    except OSError as e:
-        problems.append(e.strerror or str(e))
-    finally:
-        for fd in opened:
-            os.close(fd)
-    return _summary(problems)
-
-
-def _summary(problems: list[str]) -> str | None:
-    if not problems:
-        return None
-    return problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
-
-
-def _deferred(domains: tuple[str, ...]) -> tuple[int, float] | None:
-    """(count, age of the oldest in seconds) of deferred mail for our domains; None: no Postfix."""
-    if not shutil.which("postqueue"):
-        return None
-    r = subprocess.run(["postqueue", "-j"], capture_output=True, text=True, timeout=20)
-    if r.returncode != 0:
-        return None
-    count, oldest, now = 0, 0.0, time.time()
-    for line in r.stdout.splitlines():
-        entry = json.loads(line)
-        if entry.get("queue_name") != "deferred":
-            continue
-        rcpts = [x.get("address", "").lower() for x in entry.get("recipients", [])]
-        if any(a.rpartition("@")[2] in domains for a in rcpts):
-            count += 1
-            oldest = max(oldest, now - float(entry.get("arrival_time", now)))
-    return count, oldest
+    if s.free is not None:
+        click.echo(f"spool free: {s.free / 1e9:.1f} GB")
 
 
 @click.command()
-@click.option("--free-warn", default=1000, show_default=True, help="spool MB free: warning")
-@click.option("--free-crit", default=100, show_default=True, help="spool MB free: critical")
-@click.option("--quarantine-warn", default=10, show_default=True,
+@click.option("--free-warn", default=LIMITS.free_warn, show_default=True,
+              help="spool MB free: warning")
+@click.option("--free-crit", default=LIMITS.free_crit, show_default=True,
+              help="spool MB free: critical")
+@click.option("--quarantine-warn", default=LIMITS.quarantine_warn, show_default=True,
               help="quarantined in the last hour: warning")
-@click.option("--deferred-warn", default=50, show_default=True)
-@click.option("--deferred-crit", default=500, show_default=True)
-@click.option("--deferred-age-warn", default=3600, show_default=True, help="seconds")
-@click.option("--deferred-age-crit", default=6 * 3600, show_default=True, help="seconds")
+@click.option("--deferred-warn", default=LIMITS.deferred_warn, show_default=True)
+@click.option("--deferred-crit", default=LIMITS.deferred_crit, show_default=True)
+@click.option("--deferred-age-warn", default=LIMITS.deferred_age_warn, show_default=True,
+              help="seconds")
+@click.option("--deferred-age-crit", default=LIMITS.deferred_age_crit, show_default=True,
+              help="seconds")
 @click.pass_obj
-def check(obj: Context, free_warn: int, free_crit: int, quarantine_warn: int,
-          deferred_warn: int, deferred_crit: int, deferred_age_warn: int,
-          deferred_age_crit: int) -> None:
+def check(obj: Context, **limits: int) -> None:
     """Monitoring probe: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN, with one status line."""
-    state, notes, perf = OK, [], []
-
-    def worse(level: int, note: str) -> None:
-        nonlocal state
-        state = max(state, level, key=RANK.__getitem__)
-        notes.append(note)
-
     try:
         settings = obj.settings
-    except click.ClickException as e:
-        click.echo(f"BOMBOM UNKNOWN - {e.message}")
-        sys.exit(UNKNOWN)
-    try:
-        import psycopg
-
-        url = settings.admin_database_url or settings.database_url
-        with psycopg.connect(url, connect_timeout=5) as conn:
-            recent = conn.execute(
-                "SELECT count(*) FROM deliveries WHERE outcome = 'quarantined' "
-                "AND finished_at >= now() - interval '1 hour'").fetchone()[0]
-        perf.append(f"quarantined_1h={recent}")
-        if recent > quarantine_warn:
-            worse(WARNING, f"{recent} quarantined in the last hour")
-    except Exception as e:  # noqa: BLE001 - any failure here is the finding
-        worse(CRITICAL, f"database unreachable ({type(e).__name__})")
-    spool = settings.spool_dir
-    problem = _spool_problem(spool)
-    if problem:
-        worse(*problem)
-    try:
-        free_mb = shutil.disk_usage(spool).free // 1_000_000
-        perf.append(f"spool_free_mb={free_mb}")
-        if free_mb < free_crit:
-            worse(CRITICAL, f"spool {free_mb} MB free")
-        elif free_mb < free_warn:
-            worse(WARNING, f"spool {free_mb} MB free")
-    except OSError:
-        pass  # the probe above said why
-    deferred = _deferred(settings.domains)
-    if deferred is None:
-        worse(UNKNOWN, "postqueue unavailable")
-    else:
-        n, age = deferred
-        perf += [f"deferred={n}", f"deferred_oldest_s={int(age)}"]
-        if n > deferred_crit or age > deferred_age_crit:
-            worse(CRITICAL, f"{n} deferred, oldest {int(age)} s")
-        elif n > deferred_warn or age > deferred_age_warn:
-            worse(WARNING, f"{n} deferred, oldest {int(age)} s")
-    summary = "; ".join(notes) or "database, spool, quarantine and queue fine"
-    click.echo(f"BOMBOM {NAMES[state]} - {summary} | {' '.join(perf)}")
-    sys.exit(state)
+    except ConfigError as e:
+        click.echo(f"BOMBOM UNKNOWN - {e}")
+        sys.exit(ops.UNKNOWN)
+    status = ops.check(settings, ops.Limits(**limits))
+    summary = "; ".join(status.notes) or "database, spool, quarantine and queue fine"
+    click.echo(f"BOMBOM {ops.NAMES[status.state]} - {summary} | {' '.join(status.perf)}")
+    sys.exit(status.state)
 
 
 COMMANDS = (stats, check)

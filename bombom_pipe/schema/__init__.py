@@ -81,5 +81,5 @@ def grant(conn: psycopg.Connection, kind: str, role: str, password: str | None =
         conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(ident))
         for table, privileges in GRANTS[kind].items():
             conn.execute(sql.SQL("REVOKE ALL ON {} FROM {}").format(sql.Identifier(table), ident))
-            conn.execute(sql.SQL("GRANT " + privileges + " ON {} TO {}").format(  # noqa: S608
+            conn.execute(sql.SQL("GRANT " + privileges + " ON {} TO {}").format(
                 sql.Identifier(table), ident))

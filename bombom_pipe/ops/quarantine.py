@@ -1,0 +1,125 @@
+"""The kept raw messages: what is quarantined, replaying them, pruning old files."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+from .. import spool
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from ..config import Settings
+    from ..log import Log
+    from ..outcomes import Outcome
+
+#: quarantined deliveries that no later delivery of the same bytes to the same recipient resolved
+UNRESOLVED = """
+    SELECT q.id, q.finished_at, q.recipient, q.raw_sha256, q.detail, q.envelope_sender,
+           q.queue_id
+    FROM deliveries q
+    WHERE q.outcome = 'quarantined'
+      AND NOT EXISTS (SELECT 1 FROM deliveries s
+                      WHERE s.raw_sha256 = q.raw_sha256 AND s.recipient = q.recipient
+                        AND s.outcome IN ('stored', 'duplicate') AND s.id > q.id)
+      AND NOT EXISTS (SELECT 1 FROM deliveries l
+                      WHERE l.raw_sha256 = q.raw_sha256 AND l.recipient = q.recipient
+                        AND l.outcome = 'quarantined' AND l.id > q.id)
+"""
+
+#: the latest delivery of each message and recipient that kept a raw file
+DELIVERED = """
+    SELECT DISTINCT ON (q.raw_sha256, q.recipient) q.id, q.finished_at, q.recipient,
+           q.raw_sha256, q.detail, q.envelope_sender, q.queue_id
+    FROM deliveries q WHERE q.outcome IN ('stored', 'duplicate', 'quarantined')
+"""
+
+
+class Kept(NamedTuple):
+    """One delivery whose raw message is kept in the spool."""
+
+    id: int
+    finished_at: datetime
+    recipient: str
+    raw_sha256: str
+    detail: str | None
+    envelope_sender: str | None
+    queue_id: str | None
+
+
+def unresolved(conn: psycopg.Connection) -> list[Kept]:
+    """Every unresolved quarantined delivery, oldest first."""
+    return [Kept(*row) for row in conn.execute(UNRESOLVED + " ORDER BY q.id")]
+
+
+def count_unresolved(conn: psycopg.Connection) -> int:
+    return conn.execute(f"SELECT count(*) FROM ({UNRESOLVED}) u").fetchone()[0]
+
+
+def replay_targets(conn: psycopg.Connection, everything: bool, since: datetime | None = None,
+                   until: datetime | None = None) -> list[Kept]:
+    """What `replay` delivers again: the unresolved quarantine, or with `everything` each kept
+    message and recipient, delivered in [since, until) (naive times are UTC)."""
+    lo = _utc(since) or datetime(1970, 1, 1, tzinfo=UTC)
+    hi = _utc(until) or datetime.now(UTC) + timedelta(days=1)
+    query = (DELIVERED if everything else UNRESOLVED) + \
+        " AND q.finished_at >= %s AND q.finished_at < %s"
+    return [Kept(*row) for row in conn.execute(query, (lo, hi))]
+
+
+def _utc(when: datetime | None) -> datetime | None:
+    return when.replace(tzinfo=UTC) if when and when.tzinfo is None else when
+
+
+def delivery_user(spool_dir: Path) -> str:
+    """The name of the spool's owner, the user bombom-deliver runs as."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(spool_dir.stat().st_uid).pw_name
+    except (OSError, KeyError):
+        return "<the delivery user>"
+
+
+def replay(settings: Settings, kept: Kept, log: Log) -> Outcome | None:
+    """Deliver a kept message again through the delivery code path; None: its raw file is gone."""
+    from ..deadline import Deadline
+    from ..deliver import Envelope, deliver_saved
+
+    path = spool.raw_path(settings.spool_dir, kept.raw_sha256)
+    if not path.exists():
+        return None
+    saved = spool.Saved(kept.raw_sha256, path, path.stat().st_size)
+    env = Envelope(recipient=kept.recipient, sender=kept.envelope_sender,
+                   queue_id=f"replay:{kept.queue_id or '-'}")
+    return deliver_saved(settings, saved, env, Deadline(settings.deadline_seconds), log).outcome
+
+
+def prune(conn: psycopg.Connection, spool_dir: Path, days: int,
+          apply: bool) -> tuple[int, int]:
+    """(count, bytes) of the raw files and attachments older than `days` that nothing spares;
+    deleted only with `apply`. Spared: anything of a newsletter marked keep_forever, raw files
+    of unresolved quarantined deliveries (the only copy), and anything the database used within
+    the window. Only files of the spool's own layout are considered; links are never followed."""
+    cutoff = datetime.now(UTC) - timedelta(days=days)
+    keep_raw = {r[0] for r in conn.execute(
+        """SELECT raw_sha256 FROM deliveries WHERE finished_at >= %s
+           UNION SELECT a.raw_sha256 FROM articles a JOIN newsletters n
+                 ON n.id = a.newsletter_id WHERE n.keep_forever
+           UNION SELECT raw_sha256 FROM (""" + UNRESOLVED + ") u", (cutoff,))}
+    keep_att = {r[0] for r in conn.execute(
+        """SELECT t.sha256 FROM attachments t JOIN articles a ON a.id = t.article_id
+           LEFT JOIN newsletters n ON n.id = a.newsletter_id
+           WHERE a.received_at >= %s OR n.keep_forever""", (cutoff,))}
+    limit, count, size = cutoff.timestamp(), 0, 0
+    for kind, keep in (("raw", keep_raw), ("att", keep_att)):
+        for f in spool.files(spool_dir, kind):  # never follows the owner's links
+            if f.sha256 in keep or f.stat.st_mtime >= limit:
+                continue
+            count += 1
+            size += f.stat.st_size
+            if apply:
+                f.unlink()
+    return count, size
