@@ -16,6 +16,7 @@ import pytest
 
 from bombom_pipe.schema import grant, upgrade
 
+from .dns_fixture import DnsServer
 from .sandbox import DELIVER_USER, LocalPostgres, deliver_argv, delivery_files, give, write_file
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
@@ -44,16 +45,25 @@ def pg(workdir: Path) -> Iterator[LocalPostgres]:
 
 
 @pytest.fixture
-def db(pg: LocalPostgres) -> Iterator[psycopg.Connection]:
-    """An autocommit connection to an emptied database with two members."""
+def db(pg: LocalPostgres, dns_server: DnsServer) -> Iterator[psycopg.Connection]:
+    """An autocommit connection to an emptied database with two members (and no DNS records)."""
+    dns_server.reset()
     fresh_schema(pg.url())
     with psycopg.connect(pg.url(), autocommit=True) as conn:
         yield conn
 
 
 @pytest.fixture(scope="session")
-def runner(workdir: Path) -> list[str]:
-    return deliver_argv(workdir / "runner")
+def dns_server() -> Iterator[DnsServer]:
+    server = DnsServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def runner(workdir: Path, dns_server: DnsServer) -> list[str]:
+    """bombom-deliver, resolving DNS through the loopback test server only."""
+    return deliver_argv(workdir / "runner", {"BOMBOM_DNS_SERVERS": dns_server.address})
 
 
 @dataclass
