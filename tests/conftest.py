@@ -17,6 +17,7 @@ import pytest
 from bombom_pipe.schema import grant, upgrade
 
 from .dns_fixture import DnsServer
+from .dns_fixture import shared as shared_dns
 from .sandbox import DELIVER_USER, LocalPostgres, deliver_argv, delivery_files, give, write_file
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
@@ -54,16 +55,14 @@ def db(pg: LocalPostgres, dns_server: DnsServer) -> Iterator[psycopg.Connection]
 
 
 @pytest.fixture(scope="session")
-def dns_server() -> Iterator[DnsServer]:
-    server = DnsServer().start()
-    yield server
-    server.stop()
+def dns_server() -> DnsServer:
+    """The loopback DNS server every test config names (no real resolver is ever asked)."""
+    return shared_dns()
 
 
 @pytest.fixture(scope="session")
-def runner(workdir: Path, dns_server: DnsServer) -> list[str]:
-    """bombom-deliver, resolving DNS through the loopback test server only."""
-    return deliver_argv(workdir / "runner", {"BOMBOM_DNS_SERVERS": dns_server.address})
+def runner(workdir: Path) -> list[str]:
+    return deliver_argv(workdir / "runner")
 
 
 @dataclass
@@ -124,7 +123,7 @@ class Env:
 def new_env(workdir: Path, runner: list[str], database_url: str) -> Env:
     """A fresh spool, log and config file in `workdir`, handed to the delivery user."""
     base = Path(tempfile.mkdtemp(prefix="env-", dir=workdir))
-    delivery_files(base, database_url)
+    delivery_files(base, database_url, extra=f'dns_servers = "{shared_dns().address}"\n')
     return Env(base, runner, database_url)
 
 

@@ -1,6 +1,6 @@
 """A DNS server on 127.0.0.1 for the tests: TXT answers from a dict, NXDOMAIN for everything
-else, and names that never get an answer (a timeout). Deliveries in tests resolve through it
-only (BOMBOM_DNS_SERVERS), so no test ever asks a resolver beyond loopback."""
+else, and names that never get an answer (a timeout). Every config file the tests write names
+it as `dns_servers` (see `shared`), so no test ever asks a resolver beyond loopback."""
 
 from __future__ import annotations
 
@@ -67,3 +67,14 @@ class DnsServer:
 def _split(record: str) -> list[str]:
     """TXT character-strings are at most 255 bytes: a DKIM key spans several."""
     return [record[i:i + 255] for i in range(0, len(record), 255)] or [""]
+
+
+_SHARED: DnsServer | None = None
+
+
+def shared() -> DnsServer:
+    """The one server of this test session, started on first use."""
+    global _SHARED
+    if _SHARED is None:
+        _SHARED = DnsServer().start()
+    return _SHARED
