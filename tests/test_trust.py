@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
+from email.message import EmailMessage
 
 import dkim
 import psycopg
@@ -284,3 +285,53 @@ def test_dns_settings_are_checked() -> None:
     s = config.load(None, {"BOMBOM_DATABASE_URL": "x", "BOMBOM_DNS_SERVERS": "127.0.0.1:53,[::1]",
                            "BOMBOM_DMARC_REJECT_QUARANTINE": "false"})
     assert s.dns_servers == ("127.0.0.1:53", "[::1]") and s.dmarc_reject_quarantine is False
+
+
+# -- migration 004 --------------------------------------------------------------------------------
+
+def test_migration_rewrites_keys_and_hashes_content_like_the_code(pg) -> None:  # noqa: ANN001
+    from bombom_pipe.parse import parse_message
+    from bombom_pipe.schema import migrations, upgrade
+    from bombom_pipe.store import content_sha256
+
+    from .conftest import EXAMPLES
+
+    pg.createdb("bombom_migration")
+    url = pg.url("bombom_migration")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+        conn.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY, "
+                     "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
+        for version, name, sql in migrations():
+            if version < 4:
+                conn.execute(sql)
+                conn.execute("INSERT INTO schema_migrations VALUES (%s, %s)", (version, name))
+        conn.execute("INSERT INTO members (address) VALUES (%s)", (ALICE,))
+        msgs = [parse_message((EXAMPLES / n).read_bytes())
+                for n in ("korean-weekly-cp949.eml", "no-message-id.eml")]
+        with_files = EmailMessage()
+        with_files["From"], with_files["Subject"] = "a@example.org", "files"
+        with_files.set_content("see attached")
+        for data in (b"zz" * 50, b"aa" * 50):
+            with_files.add_attachment(data, maintype="application", subtype="octet-stream")
+        msgs.append(parse_message(with_files.as_bytes()))
+        assert len(msgs[2].attachments) == 2
+        for i, m in enumerate(msgs):
+            old_key = m.message_id or f"sha256:{i}"
+            aid = conn.execute(
+                "INSERT INTO articles (member_id, dedup_key, message_id, subject, from_address,"
+                " from_name, html, text_content, raw_sha256, raw_path) VALUES (1, %s, %s, %s,"
+                " %s, %s, %s, %s, %s, 'x') RETURNING id",
+                (old_key, m.message_id, m.subject, m.from_address, m.from_name, m.html, m.text,
+                 str(i))).fetchone()[0]
+            for a in m.attachments:
+                conn.execute("INSERT INTO attachments (article_id, content_type, disposition, "
+                             "size, sha256) VALUES (%s, %s, 'inline', %s, %s)",
+                             (aid, a.content_type, a.size, a.sha256))
+        assert upgrade(conn) == ["004_trust"]
+        rows = conn.execute("SELECT dedup_key, content_sha256, auth_verdict FROM articles "
+                            "ORDER BY id").fetchall()
+    assert rows[0] == (f"from:{msgs[0].from_address} {msgs[0].message_id}",
+                       content_sha256(msgs[0]), None)
+    assert rows[1] == (f"from:{msgs[1].from_address} sha256:1", content_sha256(msgs[1]), None)
+    assert rows[2][1] == content_sha256(msgs[2])
