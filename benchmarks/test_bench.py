@@ -60,3 +60,34 @@ def test_peak_rss_per_bomb(env: Env, db: psycopg.Connection) -> None:
         rss_kb, secs = r.stderr.decode().strip().splitlines()[-1].split()
         print(f"\n{name}: {len(raw) / 1e6:.1f} MB in, exit {r.returncode}, peak RSS "
               f"{int(rss_kb) / 1024:.0f} MiB, {float(secs):.2f} s")
+
+
+def test_authentication_cost_per_delivery(env: Env, db: psycopg.Connection, dns_server,  # noqa: ANN001
+                                          key) -> None:  # noqa: ANN001
+    """Median cold delivery for: no authentication work (a milter's header is trusted, none
+    present), an unsigned mail (DMARC lookups only), a signed mail (DMARC + key + RSA verify)."""
+    from tests.test_trust import DOMAIN, SELECTOR, mail, sign
+
+    dns_server.txt[f"{SELECTOR}._domainkey.{DOMAIN}"] = [key[1]]
+    dns_server.txt[f"_dmarc.{DOMAIN}"] = ["v=DMARC1; p=none"]
+    base_config = env.config.read_text()
+
+    def median(make, config: str = "") -> float:  # noqa: ANN001
+        env.write_config(base_config + config)
+        times = []
+        for i in range(15):
+            raw = make(i)
+            t0 = time.perf_counter()
+            assert env.deliver(raw).returncode == 0
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times) * 1000
+
+    unsigned = lambda i: mail(mid=f"u{i}@{DOMAIN}")  # noqa: E731
+    signed = lambda i: sign(mail(mid=f"s{i}@{DOMAIN}"), key)  # noqa: E731
+    off = median(unsigned, 'auth_method = "authentication-results"\nauthserv_id = "x.invalid"\n')
+    none = median(lambda i: mail(mid=f"n{i}@{DOMAIN}"))
+    dkim = median(signed)
+    rows = db.execute("SELECT auth_verdict, count(*) FROM articles GROUP BY 1 ORDER BY 1")
+    print(f"\ncold delivery, median of 15: header-trust {off:.1f} ms, unsigned (DMARC lookup) "
+          f"{none:.1f} ms (+{none - off:.1f}), signed+verified {dkim:.1f} ms "
+          f"(+{dkim - off:.1f}); verdicts {rows.fetchall()}")

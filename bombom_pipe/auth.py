@@ -226,8 +226,8 @@ def verify(raw: bytes, domain: str, dns: Dns) -> Auth:
 def _check_signatures(raw: bytes, domain: str, strict: bool, dns: Dns, notes: list[str]
                       ) -> tuple[str | None, list[str]]:
     """(the aligned domain whose signature verified, or None; results of the others)."""
-    head = raw.split(b"\n\n", 1)[0].split(b"\r\n\r\n", 1)[0]
-    if b"dkim-signature" not in head.lower():
+    end = _BLANK_LINE.search(raw)
+    if not _SIGNATURE.search(raw, 0, end.start() if end else len(raw)):
         notes.append("no DKIM signature")
         return None, []
     import logging
@@ -281,6 +281,8 @@ def _join(notes: list[str]) -> str:
 
 # -- Authentication-Results from our own MTA ------------------------------------------------------
 
+_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
+_SIGNATURE = re.compile(rb"^dkim-signature[ \t]*:", re.I | re.M)
 _POLICY_IN_COMMENT = re.compile(r"\b(?:p|policy|policy\.dmarc)=(none|quarantine|reject)\b", re.I)
 
 
