@@ -57,8 +57,9 @@ def mail(subject: str = "Issue 42", *, sender: str = f"news@{DOMAIN}", name: str
     return (head + "\r\n" + f"<html><body>{body}</body></html>\r\n").encode()
 
 
-def sign(raw: bytes, key: tuple[bytes, str], domain: str = DOMAIN) -> bytes:
-    header = dkim.sign(raw, SELECTOR.encode(), domain.encode(), key[0],
+def sign(raw: bytes, key: tuple[bytes, str], domain: str = DOMAIN, length: bool = False
+         ) -> bytes:
+    header = dkim.sign(raw, SELECTOR.encode(), domain.encode(), key[0], length=length,
                        include_headers=[b"from", b"to", b"subject", b"date", b"message-id",
                                         b"list-id", b"list-unsubscribe",
                                         b"list-unsubscribe-post"])
@@ -120,6 +121,17 @@ def test_body_changed_after_signing_fails(env: Env, db: psycopg.Connection, dns:
     verdict, domain, _, detail, _ = article(db)
     assert (verdict, domain) == ("fail", None)
     assert "body hash mismatch" in detail
+
+
+def test_content_appended_after_a_partial_body_signature_is_not_authenticated(
+        env: Env, db: psycopg.Connection, dns: DnsServer, key: tuple[bytes, str]) -> None:
+    raw = sign(mail(), key, length=True)  # l=: the signature covers this many body bytes
+    stored(env.deliver(raw))
+    assert article(db)[:2] == ("pass", DOMAIN)
+    stored(env.deliver(raw + b"<p>Verify your account: http://evil.example.org/</p>\r\n",
+                       recipient=BOB))
+    verdict, domain, _, detail, _ = article(db)
+    assert (verdict, domain) == ("none", None) and "only part of the body" in detail
 
 
 def test_no_signature_is_none_or_fail_under_dmarc(env: Env, db: psycopg.Connection,
