@@ -6,7 +6,7 @@ VENV    ?= .venv
 PIP      = $(VENV)/bin/pip
 PYTEST_ARGS ?=
 
-APT_PACKAGES = postgresql python3-venv util-linux
+APT_PACKAGES = postgresql python3-venv util-linux openssl
 
 .PHONY: demo test lint bench fuzz deps clean
 
@@ -36,6 +36,7 @@ deps:
 	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
 	command -v setpriv >/dev/null || missing="$$missing util-linux"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	if [ "$$(id -u)" = 0 ]; then \
 	  [ -x /usr/sbin/postconf ] || missing="$$missing postfix"; \
 	  [ -e /usr/lib/postfix/postfix-pgsql.so ] || missing="$$missing postfix-pgsql"; \
