@@ -12,8 +12,8 @@ Two methods (config `auth_method`):
   forged ones with that id). No DNS here.
 
 The verdict, in this order: `pass` (a valid signature aligned with the From domain that covers
-the whole body: an `l=` shorter than the body leaves room for appended content),
-`temperror` (a lookup that decides it failed), `fail` (an aligned signature that does not verify,
+the whole body: an `l=` shorter than the body leaves room for appended content), `temperror`
+(a DNS lookup the verdict depends on failed), `fail` (an aligned signature that does not verify,
 or the domain publishes DMARC and nothing aligned passed), `none` (no DMARC record and no aligned
 signature: nothing says either way). SPF is not evaluated: newsletters are DKIM-signed, and the
 envelope path says nothing about the From domain the member sees.
@@ -36,6 +36,7 @@ PASS, FAIL, NONE, TEMPERROR = "pass", "fail", "none", "temperror"
 POLICIES = ("none", "quarantine", "reject")
 MAX_SIGNATURES = 5  # aligned signatures verified per message; more is abuse, not mail
 MAX_DETAIL = 300
+
 
 @dataclass(frozen=True, slots=True)
 class Auth:
@@ -129,9 +130,9 @@ class Dns:
             qname = dns.name.from_text(name)
         except dns.exception.DNSException:
             return []  # not a name DNS can hold (too long, bad IDN): nothing published there
-        r = self.resolver()
-        r.timeout = left
         try:
+            r = self.resolver()  # no /etc/resolv.conf: NoResolverConfiguration, below
+            r.timeout = left
             answer = r.resolve(qname, "TXT", lifetime=left, search=False)
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
             return []
