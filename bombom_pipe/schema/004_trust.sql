@@ -11,6 +11,23 @@ ALTER TABLE articles
 ALTER TABLE newsletters
     ADD COLUMN authenticated_at    timestamptz;  -- latest authenticated mail; NULL: never
 
+-- The upsert sets it: every role that may UPDATE the upserted columns (003) may UPDATE it too,
+-- so deliveries keep working before `bombom init-db` grants NEWSLETTER_UPSERT_COLUMNS again.
+DO $$
+DECLARE
+    grantee regrole;
+BEGIN
+    FOR grantee IN
+        SELECT DISTINCT a.grantee::regrole
+        FROM pg_attribute t, aclexplode(t.attacl) a
+        WHERE t.attrelid = 'newsletters'::regclass AND t.attname = 'last_seen_at'
+          AND a.privilege_type = 'UPDATE' AND a.grantee <> 0
+    LOOP
+        EXECUTE format('GRANT UPDATE (authenticated_at) ON newsletters TO %s', grantee);
+    END LOOP;
+END
+$$;
+
 -- Keys named the Message-ID alone (or 'sha256:<raw>'); now '<sender> <Message-ID>'. Articles
 -- stored before this were not authenticated, so their sender is the From address.
 UPDATE articles SET dedup_key = 'from:' || coalesce(left(from_address, 320), '') || ' ' || dedup_key;
