@@ -6,7 +6,7 @@ VENV    ?= .venv
 PIP      = $(VENV)/bin/pip
 PYTEST_ARGS ?=
 
-APT_PACKAGES = postgresql python3-venv util-linux
+APT_PACKAGES = postgresql python3-venv util-linux openssl
 
 .PHONY: demo test lint bench fuzz deps clean
 
@@ -36,6 +36,7 @@ deps:
 	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
 	command -v setpriv >/dev/null || missing="$$missing util-linux"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	if [ "$$(id -u)" = 0 ]; then \
 	  [ -x /usr/sbin/postconf ] || missing="$$missing postfix"; \
 	  [ -e /usr/lib/postfix/postfix-pgsql.so ] || missing="$$missing postfix-pgsql"; \
@@ -76,10 +77,11 @@ LOOKUP_DSN   ?= postgresql://bombom_lookup@127.0.0.1:5432/$(DATABASE)
 DEADLINE     ?= 60
 MAXPROC      ?= 8
 LOG          ?=
+DNS_SERVERS  ?=
 INSTALL_ENV = DOMAINS='$(DOMAINS)' PREFIX='$(PREFIX)' CONFIG_FILE='$(CONFIG_FILE)' \
 	SPOOL_DIR='$(SPOOL_DIR)' PIPE_USER='$(PIPE_USER)' DATABASE='$(DATABASE)' \
 	DELIVERY_DSN='$(DELIVERY_DSN)' LOOKUP_DSN='$(LOOKUP_DSN)' DEADLINE='$(DEADLINE)' \
-	MAXPROC='$(MAXPROC)' LOG='$(LOG)' PYTHON='$(PYTHON)'
+	MAXPROC='$(MAXPROC)' LOG='$(LOG)' PYTHON='$(PYTHON)' DNS_SERVERS='$(DNS_SERVERS)'
 
 .PHONY: install uninstall db
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import resource
 import statistics
 import subprocess
 import time
@@ -60,3 +61,39 @@ def test_peak_rss_per_bomb(env: Env, db: psycopg.Connection) -> None:
         rss_kb, secs = r.stderr.decode().strip().splitlines()[-1].split()
         print(f"\n{name}: {len(raw) / 1e6:.1f} MB in, exit {r.returncode}, peak RSS "
               f"{int(rss_kb) / 1024:.0f} MiB, {float(secs):.2f} s")
+
+
+def test_authentication_cost_per_delivery(env: Env, db: psycopg.Connection, dns_server,  # noqa: ANN001
+                                          key) -> None:  # noqa: ANN001
+    """Median cold delivery for: no authentication work (a milter's header is trusted, none
+    present), an unsigned mail (DMARC lookups only), a signed mail (DMARC + key + RSA verify)."""
+    from tests.test_trust import DOMAIN, SELECTOR, mail, sign
+
+    dns_server.txt[f"{SELECTOR}._domainkey.{DOMAIN}"] = [key[1]]
+    dns_server.txt[f"_dmarc.{DOMAIN}"] = ["v=DMARC1; p=none"]
+    base_config = env.config.read_text()
+
+    configs = {"header-trust": 'auth_method = "authentication-results"\n'
+                               'authserv_id = "x.invalid"\n', "unsigned": "", "signed": ""}
+    wall: dict[str, list[float]] = {k: [] for k in configs}
+    cpu: dict[str, list[float]] = {k: [] for k in configs}
+    for i in range(15):  # interleaved, so that load on the machine hits each kind alike
+        for kind, extra in configs.items():
+            env.write_config(base_config + extra)
+            raw = mail(mid=f"{kind}{i}@{DOMAIN}")
+            raw = sign(raw, key) if kind == "signed" else raw
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t0 = time.perf_counter()
+            assert env.deliver(raw).returncode == 0
+            wall[kind].append((time.perf_counter() - t0) * 1000)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu[kind].append((after.ru_utime + after.ru_stime - before.ru_utime
+                              - before.ru_stime) * 1000)
+    rows = db.execute("SELECT auth_verdict, count(*) FROM articles GROUP BY 1 ORDER BY 1")
+    base_wall, base_cpu = statistics.median(wall["header-trust"]), statistics.median(
+        cpu["header-trust"])
+    print("\ncold delivery, median of 15 (wall ms / CPU ms of the process):")
+    for kind in configs:
+        w, c = statistics.median(wall[kind]), statistics.median(cpu[kind])
+        print(f"  {kind:<13} {w:7.1f} / {c:6.1f}   (+{w - base_wall:.1f} / +{c - base_cpu:.1f})")
+    print(f"  verdicts {rows.fetchall()}")

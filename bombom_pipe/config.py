@@ -8,10 +8,18 @@
     # for the `bombom` admin command only (schema, prune): the owner's DSN
     admin_database_url = "postgresql://bombom@/bombom?host=/var/run/postgresql"
     domains = ["bombom.news"]  # the service's domains, for `bombom check`
+    # who sent it (bombom_pipe/auth.py): "dkim" verifies here, "authentication-results" trusts
+    # only the header our own milter adds with this authserv_id
+    auth_method = "dkim"
+    authserv_id = "mx.bombom.news"
+    dns_servers = ""            # "" = the system resolver; "127.0.0.1:5353, [::1]" for others
+    dns_timeout_seconds = 4     # all DNS of one message; a timeout is a `temperror` verdict
+    dmarc_reject_quarantine = true  # DMARC fail under p=reject -> quarantined, not shown
 
 Postfix cleans the environment of pipe(8) commands, so production reads the file; tests and manual
 runs may use BOMBOM_DATABASE_URL, BOMBOM_SPOOL_DIR, BOMBOM_DEADLINE_SECONDS, BOMBOM_LOG,
-BOMBOM_ADMIN_DATABASE_URL, BOMBOM_DOMAINS (comma-separated) instead.
+BOMBOM_ADMIN_DATABASE_URL, BOMBOM_DOMAINS (comma-separated), BOMBOM_AUTH_METHOD, BOMBOM_AUTHSERV_ID,
+BOMBOM_DNS_SERVERS, BOMBOM_DNS_TIMEOUT_SECONDS, BOMBOM_DMARC_REJECT_QUARANTINE instead.
 The file is chosen by `--config`, else BOMBOM_CONFIG, else the default path. A missing default
 file is fine when the environment supplies what is needed; a file named explicitly must exist.
 """
@@ -19,6 +27,7 @@ file is fine when the environment supplies what is needed; a file named explicit
 from __future__ import annotations
 
 import os
+import re
 import stat
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -38,6 +47,11 @@ class Settings:
     log: str = "syslog"
     admin_database_url: str | None = None
     domains: tuple[str, ...] = ("bombom.news",)
+    auth_method: str = "dkim"
+    authserv_id: str | None = None
+    dns_servers: tuple[str, ...] = ()
+    dns_timeout_seconds: float = 4.0
+    dmarc_reject_quarantine: bool = True
 
     def __repr__(self) -> str:  # never show a password
         return (f"Settings(database_url=<hidden>, spool_dir={self.spool_dir!s}, "
@@ -88,6 +102,54 @@ def _dsn(value: object) -> str:
     return value
 
 
+def _auth_method(value: object) -> str:
+    if value not in AUTH_METHODS:
+        raise ValueError(f"must be one of {', '.join(AUTH_METHODS)}")
+    return value  # type: ignore[return-value]
+
+
+def _dns_servers(value: object) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(s, str) for s in items):
+        raise ValueError("must be a list of addresses, e.g. [\"127.0.0.1:5353\"]")
+    servers = tuple(s.strip() for s in items if s.strip())
+    for s in servers:
+        host_port(s)
+    return servers
+
+
+def host_port(server: str) -> tuple[str, int]:
+    """`127.0.0.1`, `127.0.0.1:5353`, `[::1]:5353`, `::1` -> (address, port)."""
+    import ipaddress
+
+    m = re.fullmatch(r"\[([^\]]+)\](?::(\d{1,5}))?|([^:\[\]]+)(?::(\d{1,5}))?", server)
+    host, port = (m[1] or m[3], m[2] or m[4]) if m else (server, None)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{server!r} is not an IP address (with an optional :port)") from None
+    return host, int(port or 53)
+
+
+def _dns_timeout(value: object) -> float:
+    if isinstance(value, bool):
+        raise ValueError("not a number")
+    seconds = float(value)  # type: ignore[arg-type]
+    if not 0.1 <= seconds <= 30:
+        raise ValueError("must be between 0.1 and 30 seconds")
+    return seconds
+
+
+def _bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in {"true", "1", "yes", "false", "0", "no"}:
+        return value.strip().lower() in {"true", "1", "yes"}
+    raise ValueError("must be true or false")
+
+
+AUTH_METHODS = ("dkim", "authentication-results")
+
 _CONVERT = {
     "database_url": _dsn,
     "spool_dir": lambda v: Path(_text(v)),
@@ -95,6 +157,11 @@ _CONVERT = {
     "log": _text,
     "admin_database_url": _dsn,
     "domains": _domains,
+    "auth_method": _auth_method,
+    "authserv_id": _text,
+    "dns_servers": _dns_servers,
+    "dns_timeout_seconds": _dns_timeout,
+    "dmarc_reject_quarantine": _bool,
 }
 
 
@@ -152,4 +219,7 @@ def load(explicit: str | os.PathLike[str] | None = None,
                 values[f.name] = _CONVERT[f.name](raw[f.name])
             except (TypeError, ValueError) as e:
                 raise ConfigError(f"{f.name}: {e}") from None
-    return Settings(**values)  # type: ignore[arg-type]
+    settings = Settings(**values)  # type: ignore[arg-type]
+    if settings.auth_method == "authentication-results" and not settings.authserv_id:
+        raise ConfigError("auth_method = \"authentication-results\" needs authserv_id")
+    return settings

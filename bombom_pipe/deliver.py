@@ -6,6 +6,8 @@
    our deadline is below Postfix's `bombom_time_limit` because Postfix bounces on its own timeout;
 3. save the raw bytes under their SHA-256 before anything else: failure -> tempfail;
 4. parse (pure): unusable -> the delivery is recorded as quarantined, raw kept for `replay`;
+   then authenticate (auth.py, bounded DNS; never fails the delivery): DMARC fail under
+   p=reject -> quarantined, unless the operator turned that off;
 5. store in one transaction: unknown member -> nouser (67); duplicate -> 0; transient database
    errors are retried with backoff inside the deadline, then tempfail; a value the database
    refuses (SQLSTATE class 22/23, or psycopg's own DataError) -> quarantined, since retrying
@@ -23,6 +25,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from . import config, spool
+from .auth import Auth, judge
 from .deadline import Deadline, DeadlineExceeded
 from .log import Log, dsn_secrets
 from .outcomes import Outcome, status_line
@@ -86,7 +89,8 @@ def _parse(raw: bytes, log: Log) -> tuple[ParsedMessage | None, str | None]:
 
 
 def _store_with_retries(settings: config.Settings, deadline: Deadline, d: Delivery,
-                        msg: ParsedMessage | None, reason: str | None, log: Log) -> Result:
+                        msg: ParsedMessage | None, reason: str | None, log: Log,
+                        auth: Auth | None = None) -> Result:
     """Run `store.deliver`, retrying transient failures with backoff until the deadline."""
     from . import store
 
@@ -94,7 +98,7 @@ def _store_with_retries(settings: config.Settings, deadline: Deadline, d: Delive
         deadline.check()
         with store.connect(settings.database_url, deadline.remaining()) as conn:
             try:
-                return store.deliver(conn, d, msg, reason)
+                return store.deliver(conn, d, msg, reason, auth)
             except Exception as e:
                 if not store.is_data_error(e):
                     raise
@@ -172,7 +176,8 @@ def deliver_saved(settings: config.Settings, saved: spool.Saved, envelope: Envel
     d: Delivery | None = None
     source = "envelope"
     try:
-        msg, reason = _parse(saved.path.read_bytes(), log)
+        raw = saved.path.read_bytes()
+        msg, reason = _parse(raw, log)
         recipient = envelope.recipient
         if not recipient:
             recipient, source = _recipient_from_headers(msg)
@@ -185,7 +190,9 @@ def deliver_saved(settings: config.Settings, saved: spool.Saved, envelope: Envel
                          raw_path=str(saved.path), started_at=started,
                          queue_id=envelope.queue_id, envelope_sender=envelope.sender,
                          client_address=envelope.client_address)
-            result = _store_with_retries(settings, deadline, d, msg, reason, log)
+            auth, refusal = judge(settings, raw, msg, deadline.remaining())
+            result = _store_with_retries(settings, deadline, d, msg, reason or refusal, log,
+                                         auth)
     except DeadlineExceeded as e:
         result = Result(Outcome.TEMPFAIL, str(e))
     except spool.SpoolError as e:

@@ -1,8 +1,13 @@
 """PostgreSQL: find the member, upsert the newsletter, insert the article, audit the delivery.
 
 Everything for one delivery happens in one transaction, keyed so that a retry, a duplicate or a
-concurrent run of the same message never makes a second article: the unique key is
-(member_id, dedup_key) with dedup_key = Message-ID, or 'sha256:<raw hash>' when there is none.
+concurrent run of the same message never makes a second article: articles are unique on
+(member_id, raw_sha256) and on (member_id, dedup_key), where dedup_key names the sender and the
+message: `dkim:<aligned signing domain> <Message-ID>` for authenticated mail, else
+`from:<From address> <Message-ID>`; 'sha256:<raw hash>' stands in for a missing Message-ID.
+A stranger's mail therefore never shares a key with authenticated mail. A message whose key is
+taken by an article with other content is not a duplicate: it becomes its own article under
+`<key> content:<content hash>`, and the delivery's detail names the article it collided with.
 Errors are classified by SQLSTATE class, never by message text (see `is_transient`).
 """
 
@@ -18,6 +23,7 @@ from .outcomes import Outcome
 if TYPE_CHECKING:
     import psycopg
 
+    from .auth import Auth
     from .parse import ParsedMessage
 
 MAX_KEY = 900  # btree rows must stay well under PostgreSQL's 2704-byte limit
@@ -54,12 +60,33 @@ def normalize_address(address: str) -> str:
     return f"{local}@{domain}"
 
 
-def dedup_key(message_id: str | None, raw_sha256: str) -> str:
+def identity(from_address: str | None, auth: Auth | None) -> str:
+    """Who the key says sent it: the aligned DKIM domain when authenticated, else From."""
+    if auth is not None and auth.authenticated:
+        if auth.signing_domain:
+            return f"dkim:{auth.signing_domain[:MAX_ADDRESS]}"
+        return f"dmarc:{(from_address or '').rpartition('@')[2][:MAX_ADDRESS]}"  # e.g. SPF
+    return f"from:{(from_address or '')[:MAX_ADDRESS]}"
+
+
+def dedup_key(message_id: str | None, raw_sha256: str, sender: str = "from:") -> str:
+    """`<sender> <Message-ID>`, or `<sender> sha256:<raw hash>` without a Message-ID."""
     if not message_id:
-        return f"sha256:{raw_sha256}"
+        return f"{sender} sha256:{raw_sha256}"
     if len(message_id.encode()) > MAX_KEY:
-        return "mid-sha256:" + hashlib.sha256(message_id.encode()).hexdigest()
-    return message_id
+        return f"{sender} mid-sha256:" + hashlib.sha256(message_id.encode()).hexdigest()
+    return f"{sender} {message_id}"
+
+
+def content_sha256(msg: ParsedMessage) -> str:
+    """What a member would read: subject, From, bodies and attachments (not the headers a relay
+    adds), so that the same issue resent through another path stays one article."""
+    h = hashlib.sha256()
+    for part in (msg.subject, _short(msg.from_address), msg.from_name, msg.html, msg.text,
+                 *sorted(a.sha256 for a in msg.attachments)):
+        data = (part or "").encode("utf-8", "surrogatepass")
+        h.update(len(data).to_bytes(8, "big") + data)
+    return h.hexdigest()
 
 
 def _short(value: str | None, limit: int = MAX_ADDRESS) -> str | None:
@@ -122,66 +149,111 @@ def _record(conn: psycopg.Connection, d: Delivery, result: Result, member_id: in
     )
 
 
-def _newsletter(conn: psycopg.Connection, msg: ParsedMessage) -> int | None:
-    """Upsert the sender; known values (name, List-Id, unsubscribe) are never replaced by NULL."""
+#: how each shared newsletter value changes: authenticated mail replaces it (never with NULL);
+#: other mail may only fill it in while the newsletter has never been seen authenticated
+_SHARED = ("display_name", "list_id", "sender_header", "unsubscribe_http", "unsubscribe_mailto")
+
+
+def _merge(column: str) -> str:
+    return (f"{column} = CASE WHEN excluded.authenticated_at IS NOT NULL"
+            f" THEN coalesce(excluded.{column}, newsletters.{column})"
+            f" WHEN newsletters.authenticated_at IS NULL"
+            f" THEN coalesce(newsletters.{column}, excluded.{column})"
+            f" ELSE newsletters.{column} END")
+
+
+def _with_http(column: str) -> str:
+    """A value that belongs to unsubscribe_http (one-click, its click target) changes with it."""
+    return (f"{column} = CASE WHEN excluded.unsubscribe_http IS NULL THEN newsletters.{column}"
+            f" WHEN excluded.authenticated_at IS NOT NULL THEN excluded.{column}"
+            f" WHEN newsletters.authenticated_at IS NULL AND newsletters.unsubscribe_http IS NULL"
+            f" THEN excluded.{column} ELSE newsletters.{column} END")
+
+
+_NEWSLETTER_UPSERT = f"""
+    INSERT INTO newsletters (sender_address, display_name, list_id, sender_header,
+                             unsubscribe_http, unsubscribe_mailto, unsubscribe_one_click,
+                             unsubscribe_http_target, authenticated_at)
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, CASE WHEN %s THEN now() END)
+    ON CONFLICT (sender_address) DO UPDATE SET
+      {", ".join(_merge(c) for c in _SHARED)},
+      {", ".join(_with_http(c) for c in ("unsubscribe_one_click", "unsubscribe_http_target"))},
+      authenticated_at = coalesce(excluded.authenticated_at, newsletters.authenticated_at),
+      last_seen_at = now()
+    RETURNING id"""
+
+
+def _newsletter(conn: psycopg.Connection, msg: ParsedMessage, authenticated: bool) -> int | None:
+    """Upsert the sender. Its shared values (name, List-Id, unsubscribe) are set by the first
+    sighting and replaced only by authenticated mail; see `_merge`."""
     if not msg.from_address:
         return None
     u = msg.unsubscribe
     sender = msg.sender_address if msg.sender_address != msg.from_address else None
     row = conn.execute(
-        """INSERT INTO newsletters (sender_address, display_name, list_id, sender_header,
-                                    unsubscribe_http, unsubscribe_mailto, unsubscribe_one_click,
-                                    unsubscribe_http_target)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
-           ON CONFLICT (sender_address) DO UPDATE SET
-             display_name = coalesce(excluded.display_name, newsletters.display_name),
-             list_id = coalesce(excluded.list_id, newsletters.list_id),
-             sender_header = coalesce(excluded.sender_header, newsletters.sender_header),
-             unsubscribe_http_target = CASE WHEN excluded.unsubscribe_http IS NULL
-                                            THEN newsletters.unsubscribe_http_target
-                                            ELSE excluded.unsubscribe_http_target END,
-             unsubscribe_http = coalesce(excluded.unsubscribe_http, newsletters.unsubscribe_http),
-             unsubscribe_mailto = coalesce(excluded.unsubscribe_mailto,
-                                           newsletters.unsubscribe_mailto),
-             unsubscribe_one_click = CASE WHEN excluded.unsubscribe_http IS NULL
-                                          THEN newsletters.unsubscribe_one_click
-                                          ELSE excluded.unsubscribe_one_click END,
-             last_seen_at = now()
-           RETURNING id""",
+        _NEWSLETTER_UPSERT,  # type: ignore[arg-type]
         (_short(msg.from_address), msg.from_name, _short(msg.list_id, MAX_KEY), _short(sender),
-         u.http, u.mailto, u.one_click, u.http_target),
+         u.http, u.mailto, u.one_click, u.http_target, authenticated),
     ).fetchone()
     return row[0] if row else None
 
 
 def deliver(conn: psycopg.Connection, d: Delivery, msg: ParsedMessage | None,
-            quarantine_reason: str | None = None) -> Result:
-    """The whole delivery in one transaction; returns how it ended. Raises on database errors."""
+            quarantine_reason: str | None = None, auth: Auth | None = None) -> Result:
+    """The whole delivery in one transaction; returns how it ended. Raises on database errors.
+    A `quarantine_reason` with a parsed message (e.g. DMARC reject) quarantines it too."""
     with conn.transaction():
         member_id = find_member(conn, d.recipient)
         message_id = msg.message_id if msg else None
         if member_id is None:
             result = Result(Outcome.NOUSER, f"no member {normalize_address(d.recipient)}")
-        elif msg is None:
+        elif msg is None or quarantine_reason:
             result = Result(Outcome.QUARANTINED, quarantine_reason or "unparsable")
         else:
-            result = _article(conn, d, msg, member_id)
+            result = _article(conn, d, msg, member_id, auth)
         _record(conn, d, result, member_id, message_id)
     return result
 
 
-def _existing(conn: psycopg.Connection, member_id: int, key: str) -> Result | None:
-    row = conn.execute(
-        "SELECT id FROM articles WHERE member_id = %s AND dedup_key = %s", (member_id, key)
+def _existing(conn: psycopg.Connection, member_id: int, key: str, raw_sha256: str
+              ) -> tuple[int, str | None, str] | None:
+    """(id, content_sha256, raw_sha256) of the member's article with these bytes, else with
+    this key."""
+    return conn.execute(
+        """SELECT id, content_sha256, raw_sha256 FROM articles
+           WHERE member_id = %s AND (raw_sha256 = %s OR dedup_key = %s)
+           ORDER BY raw_sha256 = %s DESC LIMIT 1""",
+        (member_id, raw_sha256, key, raw_sha256),
     ).fetchone()
-    return Result(Outcome.DUPLICATE, f"article {row[0]}", row[0]) if row else None
 
 
-def _article(conn: psycopg.Connection, d: Delivery, msg: ParsedMessage, member_id: int) -> Result:
-    key = dedup_key(msg.message_id, d.raw_sha256)
-    if existing := _existing(conn, member_id, key):  # a retry: no newsletter upsert either
-        return existing
-    newsletter_id = _newsletter(conn, msg)
+def _article(conn: psycopg.Connection, d: Delivery, msg: ParsedMessage, member_id: int,
+             auth: Auth | None) -> Result:
+    content = content_sha256(msg)
+    key = dedup_key(msg.message_id, d.raw_sha256, identity(msg.from_address, auth))
+    conflict: int | None = None
+    for _ in range(4):  # the key, then its content variant; a concurrent run may win each
+        found = _existing(conn, member_id, key, d.raw_sha256)
+        if found and (found[2] == d.raw_sha256 or found[1] == content):
+            # a retry of the same bytes, or the same message resent on another path
+            return Result(Outcome.DUPLICATE, f"article {found[0]}", found[0])
+        if found:  # the key is taken by other content: never drop it silently
+            conflict = found[0]
+            key = f"{key[:MAX_KEY]} content:{content}"
+            continue
+        article_id = _insert(conn, d, msg, member_id, auth, key, content)
+        if article_id is not None:
+            detail = f"article {article_id}"
+            if conflict is not None:
+                detail += f" (same sender and Message-ID as article {conflict}, other content)"
+            return Result(Outcome.STORED, detail, article_id)
+    raise RuntimeError("article key kept changing under concurrent deliveries")
+
+
+def _insert(conn: psycopg.Connection, d: Delivery, msg: ParsedMessage, member_id: int,
+            auth: Auth | None, key: str, content: str) -> int | None:
+    """The article and its attachments; None when a concurrent run took the key or bytes."""
+    newsletter_id = _newsletter(conn, msg, auth is not None and auth.authenticated)
     u = msg.unsubscribe
     images = list(msg.thumbnail_candidates)
     row = conn.execute(
@@ -192,10 +264,12 @@ def _article(conn: psycopg.Connection, d: Delivery, msg: ParsedMessage, member_i
                                  unsubscribe_mailto, unsubscribe_one_click, web_version_url,
                                  thumbnail_url, reading_minutes, confirmation_url, charsets,
                                  replacement_chars, parse_fallbacks, skipped_attachments,
-                                 web_version_target, unsubscribe_http_target, image_urls)
+                                 web_version_target, unsubscribe_http_target, image_urls,
+                                 content_sha256, auth_verdict, auth_signing_domain,
+                                 auth_dmarc_policy, auth_detail)
            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
-                   %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-           ON CONFLICT (member_id, dedup_key) DO NOTHING
+                   %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+           ON CONFLICT DO NOTHING
            RETURNING id""",
         (member_id, newsletter_id, key, msg.message_id, msg.subject, _short(msg.from_address),
          msg.from_name, msg.date_header, msg.sent_at, msg.html, msg.text, msg.list_id,
@@ -203,10 +277,12 @@ def _article(conn: psycopg.Connection, d: Delivery, msg: ParsedMessage, member_i
          msg.display_html, msg.preview, u.http, u.mailto, u.one_click, msg.web_version_url,
          _thumbnail(conn, newsletter_id, msg, images), msg.reading_minutes,
          msg.confirmation_url, list(msg.charsets), msg.replacement_chars, list(msg.fallbacks),
-         list(msg.skipped_attachments), msg.web_version_target, u.http_target, images),
+         list(msg.skipped_attachments), msg.web_version_target, u.http_target, images, content,
+         auth.verdict if auth else None, auth.signing_domain if auth else None,
+         auth.dmarc_policy if auth else None, auth.detail if auth else None),
     ).fetchone()
-    if row is None:  # a concurrent run of the same message committed first
-        return _existing(conn, member_id, key) or Result(Outcome.DUPLICATE, "article None")
+    if row is None:
+        return None
     with conn.cursor() as cur:
         cur.executemany(
             """INSERT INTO attachments (article_id, filename, content_type, disposition,
@@ -215,7 +291,7 @@ def _article(conn: psycopg.Connection, d: Delivery, msg: ParsedMessage, member_i
             [(row[0], a.filename, a.content_type, a.disposition, a.content_id, a.size, a.sha256)
              for a in msg.attachments],
         )
-    return Result(Outcome.STORED, f"article {row[0]}", row[0])
+    return row[0]
 
 
 PREVIOUS_ISSUES = 5  # how many earlier issues of a newsletter show what it repeats

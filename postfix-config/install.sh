@@ -38,6 +38,7 @@ MAXPROC=${MAXPROC:-8}                                 # parallel deliveries = DB
 MESSAGE_SIZE_LIMIT=${MESSAGE_SIZE_LIMIT:-20480000}
 POSTFIX_CONFIG_DIR=${POSTFIX_CONFIG_DIR:-/etc/postfix}
 PYTHON=${PYTHON:-/usr/bin/python3}                    # the pipe user must be able to run it
+DNS_SERVERS=${DNS_SERVERS:-}                          # DKIM/DMARC lookups; empty: the system's
 if [[ -z ${LOG:-} ]]; then                            # no syslog daemon: no /dev/log
   if [[ -S /dev/log ]]; then LOG=syslog; else LOG=/var/log/bombom/deliver.log; fi
 fi
@@ -54,7 +55,7 @@ SETTINGS=(TIME_LIMIT DELIVERY_DSN DELIVERY_ROLE DELIVERY_PASSWORD LOOKUP_HOSTS L
           LOOKUP_ROLE LOOKUP_PASSWORD LOOKUP_PASSFILE_LINE ADMIN_DSN ADMIN_ROLE ADMIN_PASSWORD)
 VARS=(DOMAINS DOMAIN_LIST PREFIX CONFIG_FILE SPOOL_DIR PIPE_USER DELIVERY_DSN LOOKUP_HOSTS
       LOOKUP_DBNAME LOOKUP_PASSFILE ADMIN_DSN DEADLINE MAXPROC MESSAGE_SIZE_LIMIT
-      POSTFIX_CONFIG_DIR TIME_LIMIT LOG LOGROTATE_DIR)
+      POSTFIX_CONFIG_DIR TIME_LIMIT LOG LOGROTATE_DIR DNS_SERVERS)
 
 say() { printf 'bombom install: %s\n' "$*"; }
 die() { printf 'bombom install: error: %s\n' "$*" >&2; exit 1; }

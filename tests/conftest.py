@@ -16,6 +16,8 @@ import pytest
 
 from bombom_pipe.schema import grant, upgrade
 
+from .dns_fixture import DnsServer
+from .dns_fixture import shared as shared_dns
 from .sandbox import DELIVER_USER, LocalPostgres, deliver_argv, delivery_files, give, write_file
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
@@ -44,11 +46,18 @@ def pg(workdir: Path) -> Iterator[LocalPostgres]:
 
 
 @pytest.fixture
-def db(pg: LocalPostgres) -> Iterator[psycopg.Connection]:
-    """An autocommit connection to an emptied database with two members."""
+def db(pg: LocalPostgres, dns_server: DnsServer) -> Iterator[psycopg.Connection]:
+    """An autocommit connection to an emptied database with two members (and no DNS records)."""
+    dns_server.reset()
     fresh_schema(pg.url())
     with psycopg.connect(pg.url(), autocommit=True) as conn:
         yield conn
+
+
+@pytest.fixture(scope="session")
+def dns_server() -> DnsServer:
+    """The loopback DNS server every test config names (no real resolver is ever asked)."""
+    return shared_dns()
 
 
 @pytest.fixture(scope="session")
@@ -114,7 +123,7 @@ class Env:
 def new_env(workdir: Path, runner: list[str], database_url: str) -> Env:
     """A fresh spool, log and config file in `workdir`, handed to the delivery user."""
     base = Path(tempfile.mkdtemp(prefix="env-", dir=workdir))
-    delivery_files(base, database_url)
+    delivery_files(base, database_url, extra=f'dns_servers = "{shared_dns().address}"\n')
     return Env(base, runner, database_url)
 
 

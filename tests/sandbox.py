@@ -89,14 +89,15 @@ def write_file(path: Path, text: str, mode: int = 0o600, *, new: bool = False) -
         os.close(fd)
 
 
-def delivery_files(base: Path, database_url: str, deadline: int = 20) -> Path:
-    """A spool, a log and a 0600 config file naming them, handed to the delivery user; returns
-    the config file. What `make install` lays out under /etc and /var, in one fresh directory."""
+def delivery_files(base: Path, database_url: str, deadline: int = 20, extra: str = "") -> Path:
+    """A spool, a log and a 0600 config file naming them (plus `extra` TOML lines), handed to
+    the delivery user; returns the config file. What `make install` lays out under /etc and
+    /var, in one fresh directory."""
     spool, conf, log = base / "spool", base / "bombom.conf", base / "deliver.log"
     spool.mkdir()
     write_file(log, "", new=True)
     write_file(conf, f'database_url = "{database_url}"\nspool_dir = "{spool}"\n'
-                     f'deadline_seconds = {deadline}\nlog = "{log}"\n', new=True)
+                     f'deadline_seconds = {deadline}\nlog = "{log}"\n{extra}', new=True)
     os.chmod(base, 0o755)
     for p in (spool, conf, log):  # not `base`: the demo keeps its PostgreSQL cluster there
         give(p, DELIVER_USER)

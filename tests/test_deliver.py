@@ -100,7 +100,7 @@ def test_no_message_id_twice_is_one_article(env: Env, db: psycopg.Connection) ->
     assert env.deliver(NO_MID).returncode == 0
     assert count(db, "SELECT count(*) FROM articles") == 1
     key = db.execute("SELECT dedup_key, sent_at FROM articles").fetchone()
-    assert key[0] == f"sha256:{hashlib.sha256(NO_MID).hexdigest()}"
+    assert key[0] == f"from:tiny@letters.example.org sha256:{hashlib.sha256(NO_MID).hexdigest()}"
     assert key[1].date().isoformat() == "2026-11-29"  # fuzzy-read from a broken Date
 
 

@@ -19,6 +19,7 @@ import psycopg
 import pytest
 
 from .conftest import ALICE, BOB, EXAMPLES
+from .dns_fixture import DnsServer
 from .postfix_fixture import Postfix, available
 from .sandbox import LocalPostgres, wait_for
 
@@ -35,7 +36,7 @@ PIPE_LINE = re.compile(r"postfix/pipe\[\d+\]: (?P<qid>\w+): to=<(?P<to>[^>]*)>.*
 
 # -- fixtures -------------------------------------------------------------------------------------
 
-def install_env(base: Path, pg: LocalPostgres, **overrides: str) -> dict[str, str]:
+def install_env(base: Path, pg: LocalPostgres, dns: str, **overrides: str) -> dict[str, str]:
     """What `make install` would pass, with test paths and the test cluster's socket."""
     env = {
         "PREFIX": str(base / "opt"),
@@ -49,18 +50,19 @@ def install_env(base: Path, pg: LocalPostgres, **overrides: str) -> dict[str, st
         "DEADLINE": str(DEADLINE),
         "MAXPROC": "4",
         "DOMAINS": "bombom.news",
+        "DNS_SERVERS": dns,  # the loopback test server, never a real resolver
     }
     return {**env, **overrides}
 
 
 @pytest.fixture(scope="module")
-def postfix(pg: LocalPostgres, workdir: Path) -> Iterator[Postfix]:
+def postfix(pg: LocalPostgres, workdir: Path, dns_server: DnsServer) -> Iterator[Postfix]:
     base = workdir / "postfix-e2e"
     base.mkdir()
     base.chmod(0o755)  # the pipe user must reach the venv, the config file and the spool
     p = Postfix(base / "instance")
     p.create()
-    p.env = install_env(base, pg)
+    p.env = install_env(base, pg, dns_server.address)
     p.install()
     p.start()
     yield p

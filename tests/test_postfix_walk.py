@@ -21,6 +21,7 @@ import psycopg
 import pytest
 
 from .conftest import EXAMPLES
+from .dns_fixture import shared as shared_dns
 from .postfix_fixture import ROOT, Postfix, available
 from .sandbox import LocalPostgres, wait_for
 
@@ -54,6 +55,7 @@ def walk(pg: LocalPostgres, workdir: Path) -> Iterator[tuple[Postfix, dict[str, 
         "DEADLINE": "10",
         "MAXPROC": "2",
         "PGHOST": str(pg.sock), "PGPORT": str(pg.port),  # `make db`'s psql: the test cluster
+        "DNS_SERVERS": shared_dns().address,  # DKIM/DMARC lookups: the loopback test server
     }
     yield p, env
     p.stop()

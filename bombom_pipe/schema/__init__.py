@@ -47,7 +47,7 @@ def upgrade(conn: psycopg.Connection) -> list[str]:
 #: delivery role may UPDATE (not keep_forever, not the sender); a migration adding one adds it here
 NEWSLETTER_UPSERT_COLUMNS: tuple[str, ...] = (
     "display_name", "list_id", "sender_header", "unsubscribe_http", "unsubscribe_mailto",
-    "unsubscribe_one_click", "last_seen_at", "unsubscribe_http_target",
+    "unsubscribe_one_click", "last_seen_at", "unsubscribe_http_target", "authenticated_at",
 )
 
 #: what each role may do, table by table; nothing else (no DDL, no DELETE, no TRUNCATE)
