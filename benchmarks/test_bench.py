@@ -97,3 +97,18 @@ def test_authentication_cost_per_delivery(env: Env, db: psycopg.Connection, dns_
         w, c = statistics.median(wall[kind]), statistics.median(cpu[kind])
         print(f"  {kind:<13} {w:7.1f} / {c:6.1f}   (+{w - base_wall:.1f} / +{c - base_cpu:.1f})")
     print(f"  verdicts {rows.fetchall()}")
+
+
+def test_supervisor_peak_rss(env: Env, db: psycopg.Connection) -> None:
+    """bombom-deliver's own peak RSS (its delivering child is not reaped, so not counted) next
+    to the child's, over 10 deliveries."""
+    raw = (EXAMPLES / "english-digest.eml").read_bytes()
+    own = []
+    for i in range(10):
+        msg = raw.replace(b"<digest-", f"<rss{i}-".encode())
+        argv = ["/usr/bin/time", "-f", "%M", *env.argv("--recipient", "alice@bombom.news")]
+        r = subprocess.run(argv, input=msg, capture_output=True, timeout=60)
+        assert r.returncode == 0, r
+        own.append(int(r.stderr.decode().split()[-1]))
+    print(f"\nbombom-deliver (supervisor) peak RSS: median {statistics.median(own) / 1024:.1f} "
+          f"MiB, max {max(own) / 1024:.1f} MiB")

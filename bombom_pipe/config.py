@@ -15,11 +15,13 @@
     dns_servers = ""            # "" = the system resolver; "127.0.0.1:5353, [::1]" for others
     dns_timeout_seconds = 4     # all DNS of one message; a timeout is a `temperror` verdict
     dmarc_reject_quarantine = true  # DMARC fail under p=reject -> quarantined, not shown
+    worker_socket = "/run/bombom/worker.sock"  # `bombom worker`'s socket; unset: no worker
 
 Postfix cleans the environment of pipe(8) commands, so production reads the file; tests and manual
 runs may use BOMBOM_DATABASE_URL, BOMBOM_SPOOL_DIR, BOMBOM_DEADLINE_SECONDS, BOMBOM_LOG,
 BOMBOM_ADMIN_DATABASE_URL, BOMBOM_DOMAINS (comma-separated), BOMBOM_AUTH_METHOD, BOMBOM_AUTHSERV_ID,
-BOMBOM_DNS_SERVERS, BOMBOM_DNS_TIMEOUT_SECONDS, BOMBOM_DMARC_REJECT_QUARANTINE instead.
+BOMBOM_DNS_SERVERS, BOMBOM_DNS_TIMEOUT_SECONDS, BOMBOM_DMARC_REJECT_QUARANTINE,
+BOMBOM_WORKER_SOCKET instead.
 The file is chosen by `--config`, else BOMBOM_CONFIG, else the default path. A missing default
 file is fine when the environment supplies what is needed; a file named explicitly must exist.
 """
@@ -52,6 +54,7 @@ class Settings:
     dns_servers: tuple[str, ...] = ()
     dns_timeout_seconds: float = 4.0
     dmarc_reject_quarantine: bool = True
+    worker_socket: str | None = None
 
     def __repr__(self) -> str:  # never show a password
         return (f"Settings(database_url=<hidden>, spool_dir={self.spool_dir!s}, "
@@ -162,6 +165,7 @@ _CONVERT = {
     "dns_servers": _dns_servers,
     "dns_timeout_seconds": _dns_timeout,
     "dmarc_reject_quarantine": _bool,
+    "worker_socket": _text,
 }
 
 
@@ -197,9 +201,23 @@ def read_file(path: Path, required: bool) -> dict[str, object]:
         raise ConfigError(f"config file {path} is a directory") from None
 
 
+DSN_KEYS = ("database_url", "admin_database_url")
+
+
+def check_dsns(settings: Settings) -> None:
+    """The DSN check of `load`, for a process that loaded with `check_dsn=False`."""
+    for name in DSN_KEYS:
+        if getattr(settings, name):
+            try:
+                _dsn(getattr(settings, name))
+            except ValueError as e:
+                raise ConfigError(f"{name}: {e}") from None
+
+
 def load(explicit: str | os.PathLike[str] | None = None,
-         environ: dict[str, str] | None = None) -> Settings:
-    """Read the file, apply BOMBOM_* overrides, validate every value."""
+         environ: dict[str, str] | None = None, check_dsn: bool = True) -> Settings:
+    """Read the file, apply BOMBOM_* overrides, validate every value. `check_dsn=False` leaves
+    the DSNs to `check_dsns` (it loads psycopg, which bombom-deliver itself never does)."""
     env = os.environ if environ is None else environ
     path, required = config_path(explicit)
     raw = read_file(path, required)
@@ -216,7 +234,8 @@ def load(explicit: str | os.PathLike[str] | None = None,
     for f in fields(Settings):
         if f.name in raw:
             try:
-                values[f.name] = _CONVERT[f.name](raw[f.name])
+                convert = _text if not check_dsn and f.name in DSN_KEYS else _CONVERT[f.name]
+                values[f.name] = convert(raw[f.name])
             except (TypeError, ValueError) as e:
                 raise ConfigError(f"{f.name}: {e}") from None
     settings = Settings(**values)  # type: ignore[arg-type]

@@ -1,9 +1,11 @@
 """The delivery's own deadline, shorter than Postfix's `bombom_time_limit`.
 
 Postfix SIGKILLs a pipe command that outlives its time limit and then *bounces* the message, so we
-must give up first and exit 75. Two layers: SIGALRM raises `DeadlineExceeded` in the main thread
-(interrupting a slow query or connect), and a watchdog thread hard-exits with 75 `GRACE` seconds
-later in case the main thread is stuck where a signal cannot reach it.
+must give up first and exit 75. `bombom-deliver` enforces the deadline from outside the process
+that parses and stores (supervisor.py): that process is killed, never waited for, so even code
+that never gives the interpreter back (a regular expression holding the GIL) cannot make us late.
+Inside a process, SIGALRM raises `DeadlineExceeded` in the main thread (interrupting a slow read,
+query or connect); in bombom-deliver a watchdog thread hard-exits with 75 as the last layer.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import signal
 import threading
 import time
 
+#: after the deadline: time to record a quarantine or a tempfail before the process is killed
 GRACE = 5.0
 
 
 class DeadlineExceeded(BaseException):  # BaseException: no `except Exception` eats it
-    """The delivery ran out of time; it will be retried by Postfix."""
+    """The delivery ran out of time."""
 
 
 class Deadline:
@@ -32,20 +35,26 @@ class Deadline:
         if self.remaining() <= 0:
             raise DeadlineExceeded(f"deadline of {self.seconds:g}s reached")
 
-    def arm(self, last_words: bytes) -> None:
-        """Start both layers; `last_words` is what the watchdog prints before `os._exit(75)`."""
+    def alarm(self) -> None:
+        """SIGALRM raises `DeadlineExceeded` in the main thread when the deadline passes."""
 
         def alarm(signum: int, frame: object) -> None:
             raise DeadlineExceeded(f"deadline of {self.seconds:g}s reached")
 
         signal.signal(signal.SIGALRM, alarm)
-        signal.setitimer(signal.ITIMER_REAL, self.remaining())
+        signal.setitimer(signal.ITIMER_REAL, max(self.remaining(), 0.001))
+
+    def watchdog(self, after: float, last_words: bytes) -> None:
+        """`after` seconds past the deadline, print `last_words` and `os._exit(75)`."""
 
         def watchdog() -> None:
-            os.write(1, last_words)
+            try:  # noqa: SIM105 - a closed stdout must not change the status
+                os.write(1, last_words)
+            except OSError:
+                pass
             os._exit(75)
 
-        timer = threading.Timer(self.remaining() + GRACE, watchdog)
+        timer = threading.Timer(self.remaining() + after, watchdog)
         timer.daemon = True
         timer.start()
 

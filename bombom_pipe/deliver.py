@@ -1,66 +1,48 @@
-"""One delivery, in this order of precedence (each step decides before the next can run):
+"""One delivery of a message already saved in the spool, in this order of precedence (each step
+decides before the next can run). `bombom-deliver` (entry.py) saved the raw bytes and runs this in
+a process it can kill (a forked child, or a child of `bombom worker`); `bombom replay` runs it too.
 
-1. arguments and configuration: unusable -> tempfail (75); a config error is ours, never the
-   sender's, and a bounce could get the address unsubscribed;
-2. deadline armed: from here on, running out of time -> tempfail, `GRACE` seconds later a hard 75;
-   our deadline is below Postfix's `bombom_time_limit` because Postfix bounces on its own timeout;
-3. save the raw bytes under their SHA-256 before anything else: failure -> tempfail;
-4. parse (pure): unusable -> the delivery is recorded as quarantined, raw kept for `replay`;
+1. parse (pure): unusable -> the delivery is recorded as quarantined, raw kept for `replay`;
+   running out of time or memory while parsing is the message's doing: quarantined too
+   ("unparsable: parse budget exceeded"), never deferred, since every retry would do the same;
    then authenticate (auth.py, bounded DNS; never fails the delivery): DMARC fail under
    p=reject -> quarantined, unless the operator turned that off;
-5. store in one transaction: unknown member -> nouser (67); duplicate -> 0; transient database
+2. store in one transaction: unknown member -> nouser (67); duplicate -> 0; transient database
    errors are retried with backoff inside the deadline, then tempfail; a value the database
    refuses (SQLSTATE class 22/23, or psycopg's own DataError) -> quarantined, since retrying
-   the same bytes cannot help.
+   the same bytes cannot help. The database cancels our statements shortly before the deadline
+   (statement_timeout, lock_timeout), so the connection ends cleanly, before any signal.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from . import config, spool
 from .auth import Auth, judge
-from .deadline import Deadline, DeadlineExceeded
-from .log import Log, dsn_secrets
-from .outcomes import Outcome, status_line
+from .deadline import GRACE, Deadline, DeadlineExceeded
+from .log import Log
+from .outcomes import Outcome
+from .protocol import PARSE_BUDGET
 from .store import Delivery, Result
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+    import psycopg
+
     from .parse import ParsedMessage
 
+    Connect = Callable[[str, float], AbstractContextManager[psycopg.Connection]]
+
+#: the database gives up this much before our own deadline, so it cancels cleanly first
+DB_MARGIN = 0.5
 RETRY_FIRST_WAIT = 0.2
 RETRY_MAX_WAIT = 5.0
-
-
-class UsageError(Exception):
-    """The command line in master.cf is wrong: our mistake, so defer, never bounce."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(message)
-
-
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = _Parser(
-        prog="bombom-deliver",
-        description="Deliver one message from stdin to one Bombom member (Postfix pipe(8)).",
-    )
-    p.add_argument("--config", help="config file (default: $BOMBOM_CONFIG or "
-                   f"{config.DEFAULT_CONFIG})")
-    p.add_argument("--sender", help="envelope sender (${sender})")
-    p.add_argument("--recipient", help="envelope recipient (${recipient}); without it, taken "
-                   "from X-Original-To, Delivered-To, then To")
-    p.add_argument("--original-recipient", help="${original_recipient}, for the log")
-    p.add_argument("--queue-id", help="Postfix queue id (${queue_id}), for the log")
-    p.add_argument("--client-address", help="SMTP client address (${client_address})")
-    return p.parse_args(argv)
 
 
 def _recipient_from_headers(msg: ParsedMessage | None) -> tuple[str | None, str]:
@@ -83,6 +65,8 @@ def _parse(raw: bytes, log: Log) -> tuple[ParsedMessage | None, str | None]:
         return parse_message(raw), None
     except ParseError as e:
         return None, f"unparsable: {e}"
+    except (DeadlineExceeded, MemoryError):
+        return None, PARSE_BUDGET
     except Exception as e:  # a parser bug must not cost the message: keep it for replay
         log.exception("parser crashed")
         return None, f"parser error: {type(e).__name__}: {e}"[:500]
@@ -90,13 +74,14 @@ def _parse(raw: bytes, log: Log) -> tuple[ParsedMessage | None, str | None]:
 
 def _store_with_retries(settings: config.Settings, deadline: Deadline, d: Delivery,
                         msg: ParsedMessage | None, reason: str | None, log: Log,
-                        auth: Auth | None = None) -> Result:
+                        auth: Auth | None = None, connect: Connect | None = None) -> Result:
     """Run `store.deliver`, retrying transient failures with backoff until the deadline."""
     from . import store
 
     def attempt() -> Result:
         deadline.check()
-        with store.connect(settings.database_url, deadline.remaining()) as conn:
+        with (connect or store.connect)(settings.database_url,
+                                        deadline.remaining() - DB_MARGIN) as conn:
             try:
                 return store.deliver(conn, d, msg, reason, auth)
             except Exception as e:
@@ -134,50 +119,29 @@ class Envelope:
     client_address: str | None = None
 
 
-def run(argv: list[str]) -> tuple[Outcome, str]:
-    """Deliver the message on stdin; returns the outcome and its one-line explanation."""
-    started = datetime.now(UTC)
-    try:
-        args = parse_args(argv)
-    except UsageError as e:
-        Log("syslog").error(f"command line: {e}")
-        return Outcome.TEMPFAIL, f"bad command line: {e}"
-    try:
-        settings = config.load(args.config)
-    except config.ConfigError as e:
-        Log("syslog").error(f"configuration: {e}")
-        return Outcome.TEMPFAIL, f"configuration: {e}"
-    log = Log(settings.log, secrets=dsn_secrets(settings.database_url))
-    if os.geteuid() == 0:
-        log.error("refusing to run as root")
-        return Outcome.TEMPFAIL, "refusing to run as root; set user= in master.cf"
-    envelope = Envelope(args.recipient, args.sender, args.original_recipient, args.queue_id,
-                        args.client_address)
-    deadline = Deadline(settings.deadline_seconds)
-    deadline.arm(b"4.3.0 deadline reached; will retry\n")
-    try:
-        saved = spool.save_stream(settings.spool_dir, sys.stdin.buffer)
-    except spool.SpoolError as e:
-        log.error(f"{args.queue_id or '-'}: outcome=tempfail spool: {e}")
-        return Outcome.TEMPFAIL, f"spool: {e}"
-    except DeadlineExceeded as e:
-        return Outcome.TEMPFAIL, f"reading the message: {e}"
-    result = deliver_saved(settings, saved, envelope, deadline, log, started)
-    deadline.disarm()
-    return result.outcome, f"{result.outcome.value} {result.detail} sha256={saved.sha256[:12]}"
-
-
 def deliver_saved(settings: config.Settings, saved: spool.Saved, envelope: Envelope,
-                  deadline: Deadline, log: Log, started: datetime | None = None) -> Result:
-    """Steps 4 and 5 for a message already in the spool; `bombom replay` comes in here too."""
+                  deadline: Deadline, log: Log, started: datetime | None = None,
+                  stage: Callable[[str], None] = lambda name: None,
+                  quarantine: str | None = None, connect: Connect | None = None) -> Result:
+    """Parse and store a message already in the spool. `stage` is told "parse" and "store" as
+    they begin (bombom-deliver judges a timeout by it); `quarantine` skips the parser and
+    records the message as quarantined with that reason; `connect(url, timeout)` gives the
+    database connection (default: a new one, `store.connect`)."""
     t0 = time.monotonic()
     started = started or datetime.now(UTC)
     msg: ParsedMessage | None = None
     d: Delivery | None = None
     source = "envelope"
     try:
-        raw = saved.path.read_bytes()
-        msg, reason = _parse(raw, log)
+        raw = b""
+        reason = quarantine
+        if reason is None:
+            stage("parse")
+            raw = saved.path.read_bytes()
+            msg, reason = _parse(raw, log)
+            if reason == PARSE_BUDGET and deadline.remaining() <= 0:
+                deadline = Deadline(GRACE)  # time to record the quarantine
+        stage("store")
         recipient = envelope.recipient
         if not recipient:
             recipient, source = _recipient_from_headers(msg)
@@ -192,14 +156,14 @@ def deliver_saved(settings: config.Settings, saved: spool.Saved, envelope: Envel
                          client_address=envelope.client_address)
             auth, refusal = judge(settings, raw, msg, deadline.remaining())
             result = _store_with_retries(settings, deadline, d, msg, reason or refusal, log,
-                                         auth)
+                                         auth, connect)
     except DeadlineExceeded as e:
         result = Result(Outcome.TEMPFAIL, str(e))
     except spool.SpoolError as e:
         result = Result(Outcome.TEMPFAIL, f"spool: {e}")
     except Exception as e:
         log.exception(f"{envelope.queue_id or '-'}: delivery failed")
-        result = Result(Outcome.TEMPFAIL, _describe(e))
+        result = Result(Outcome.TEMPFAIL, _describe(e, deadline))
     if result.outcome is Outcome.TEMPFAIL and d is not None:
         _audit_tempfail(settings, d, result, log)
     log.info(
@@ -215,8 +179,11 @@ def deliver_saved(settings: config.Settings, saved: spool.Saved, envelope: Envel
 
 def _audit_tempfail(settings: config.Settings, d: Delivery, result: Result, log: Log) -> None:
     """Best effort, bounded by a 2 s connect and 1 s statement timeout (inside the watchdog's
-    grace): a `tempfail` row for `bombom stats`. Never changes the outcome."""
+    grace): a `tempfail` row for `bombom stats`. Never changes the outcome, and the deadline's
+    alarm no longer applies: these timeouts bound it."""
     from . import store
+
+    Deadline.disarm()
 
     try:
         with store.connect(settings.database_url, 1.0) as conn:
@@ -225,16 +192,12 @@ def _audit_tempfail(settings: config.Settings, d: Delivery, result: Result, log:
         log.error(f"tempfail not recorded in deliveries ({type(e).__name__})")
 
 
-def _describe(e: BaseException) -> str:
+def _describe(e: BaseException, deadline: Deadline) -> str:
     """A short, password-free reason for an unexpected failure."""
     name = type(e).__name__
     sqlstate = getattr(e, "sqlstate", None)
+    if sqlstate in {"57014", "55P03"}:  # our statement_timeout / lock_timeout fired
+        return f"deadline of {deadline.seconds:g}s reached (database cancelled the statement)"
     if name in {"OperationalError", "ConnectionTimeout"}:
         return f"database unavailable ({name})"
     return f"{name}{f' {sqlstate}' if sqlstate else ''}"
-
-
-def main(argv: list[str] | None = None) -> int:
-    outcome, text = run(sys.argv[1:] if argv is None else argv)
-    os.write(1, (status_line(outcome, text) + "\n").encode("utf-8", "replace"))
-    return outcome.exit_code

@@ -16,10 +16,8 @@ walks it: relative to open directories, never following a link the owner may hav
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
-import secrets
 import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -27,6 +25,16 @@ from pathlib import Path
 from typing import BinaryIO
 
 CHUNK = 1 << 16
+
+# The interpreter's built-in SHA-256, not hashlib's OpenSSL one: bombom-deliver runs this on every
+# message, and loading libcrypto (with `secrets`) costs it ~5 MB of its ~13 MB.
+try:
+    from _sha2 import sha256  # Python >= 3.12
+except ImportError:
+    try:
+        from _sha256 import sha256
+    except ImportError:  # pragma: no cover - an interpreter built without them
+        from hashlib import sha256
 
 
 class SpoolError(Exception):
@@ -73,11 +81,11 @@ def _store(root: Path, kind: str, suffix: str, chunks: Iterable[bytes]) -> Saved
     tmpdir = root / "tmp"
     try:
         _makedirs(tmpdir)
-        tmp = tmpdir / f"{os.getpid()}.{secrets.token_hex(8)}"
+        tmp = tmpdir / f"{os.getpid()}.{os.urandom(8).hex()}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as e:
         raise SpoolError(f"cannot create a file in {tmpdir}: {e.strerror}") from e
-    digest = hashlib.sha256()
+    digest = sha256()
     size = 0
     try:
         with os.fdopen(fd, "wb", closefd=True) as out:
@@ -108,7 +116,7 @@ def save_stream(root: Path, stream: BinaryIO) -> Saved:
 
 def save_bytes(root: Path, kind: str, data: bytes, suffix: str = "") -> Saved:
     """Save bytes already in memory (attachments, or a message in tests and replays)."""
-    sha = hashlib.sha256(data).hexdigest()
+    sha = sha256(data).hexdigest()
     final = _final_path(root, kind, sha, suffix)
     if final.exists():
         return Saved(sha, final, len(data))

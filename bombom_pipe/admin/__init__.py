@@ -90,6 +90,7 @@ GROUPS = (
     "quarantine",
     "monitor",
     "install",
+    "worker",
 )
 
 

@@ -1,0 +1,135 @@
+"""The process that parses and stores one message for bombom-deliver: a child it forks (the cold
+path) or a pre-forked child of `bombom worker`. It reports each stage and the verdict over `fd`
+(protocol.py) and writes nothing to stdout; its stderr is the log file, or nothing.
+
+It is confined so that bombom-deliver stays in charge: it dies with its parent (PR_SET_PDEATHSIG),
+its address space is capped (RLIMIT_AS: a memory bomb raises MemoryError while parsing, which
+quarantines the message), and the kernel stops it a little after the parse CPU budget
+(RLIMIT_CPU) should bombom-deliver's own watch not have killed it first.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+import signal
+import time
+from typing import TYPE_CHECKING
+
+from . import config, protocol, spool
+
+if TYPE_CHECKING:
+    from typing import NoReturn
+
+    from .deliver import Connect
+
+#: address space of a delivering process: the interpreter and its libraries take ~250 MB of it;
+#: a 20 MB message (Postfix's size limit) needs a small multiple of its size on top
+MEMORY_LIMIT = 1536 << 20
+PR_SET_PDEATHSIG = 1
+
+
+def parse_cpu_budget(deadline_seconds: float) -> float:
+    """CPU seconds a message may cost the parser before it is quarantined."""
+    return max(1.0, deadline_seconds / 4)
+
+
+def confine(log_target: str) -> None:
+    """Die with the parent, cap memory, keep stdin/stdout away from Postfix."""
+    parent = os.getppid()
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before prctl: nobody waits for us
+        os._exit(0)
+    for sig in (signal.SIGALRM, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    if log_target == "syslog":
+        os.dup2(null, 2)
+    elif log_target != "stderr":
+        try:
+            fd = os.open(log_target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            os.dup2(fd, 2)
+            os.close(fd)
+        except OSError:
+            os.dup2(null, 2)
+    os.close(null)
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = MEMORY_LIMIT if hard == resource.RLIM_INFINITY else min(MEMORY_LIMIT, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # SIGXCPU would otherwise dump core
+
+
+def cpu_backstop(budget: float) -> None:
+    """Let the kernel stop this process (SIGXCPU) a little after `budget` more CPU seconds."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    used = usage.ru_utime + usage.ru_stime
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    soft = math.ceil(used + budget + 2)
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, hard)
+    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+
+
+def preload() -> None:
+    """Import what a delivery needs, so that the parse stage measures parsing only."""
+    import psycopg  # noqa: F401
+
+    from . import deliver, parse, store  # noqa: F401
+
+
+def deliver(settings: config.Settings, job: dict, fd: int, connect: Connect | None = None,
+            ident: str = "bombom-deliver") -> None:
+    """Run one job (protocol.py) and send its stages and verdict to `fd`."""
+    from datetime import UTC, datetime
+
+    from .deadline import Deadline, DeadlineExceeded
+    from .deliver import Envelope, deliver_saved
+    from .log import Log, dsn_secrets
+
+    sha = str(job["sha256"])
+    if len(sha) != 64 or not all(c in "0123456789abcdef" for c in sha):
+        raise protocol.Garbage(f"not a SHA-256: {sha[:70]!r}")
+    saved = spool.Saved(sha, spool.raw_path(settings.spool_dir, sha), int(job.get("size", 0)))
+    envelope = Envelope(**{k: v for k, v in dict(job.get("envelope") or {}).items()
+                           if k in Envelope.__dataclass_fields__})
+    log = Log(settings.log, ident=ident, secrets=dsn_secrets(settings.database_url))
+    deadline = Deadline(settings.deadline_seconds)  # as configured, for the reasons given
+    deadline.end = time.monotonic() + float(job["deadline"]) - time.time()  # what is left
+    cpu_backstop(parse_cpu_budget(settings.deadline_seconds))
+    deadline.alarm()
+    try:
+        config.check_dsns(settings)
+        result = deliver_saved(
+            settings, saved, envelope, deadline, log,
+            started=datetime.fromtimestamp(float(job["started"]), UTC),
+            stage=lambda name: protocol.send(fd, {"stage": name}),
+            quarantine=job.get("quarantine"), connect=connect)
+        verdict = {"outcome": result.outcome.value, "detail": result.detail}
+    except DeadlineExceeded as e:  # after deliver_saved had decided: still a tempfail
+        verdict = {"outcome": "tempfail", "detail": str(e)}
+    except config.ConfigError as e:
+        log.error(f"configuration: {e}")
+        verdict = {"outcome": "tempfail", "detail": f"configuration: {e}"}
+    finally:
+        Deadline.disarm()
+    protocol.send(fd, verdict)
+
+
+def run_forked(settings: config.Settings, job: dict, fd: int) -> NoReturn:
+    """The cold path, in a child bombom-deliver has just forked: never returns."""
+    try:
+        confine(settings.log)
+        preload()
+        deliver(settings, job, fd)
+    except BaseException:  # noqa: BLE001 - the parent sees no verdict and decides
+        import traceback
+
+        traceback.print_exc()  # to the log file, or nowhere
+    finally:
+        os._exit(0)

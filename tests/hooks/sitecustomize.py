@@ -1,0 +1,49 @@
+"""Test-only: a parser that misbehaves on demand, loaded through PYTHONPATH by tests that put this
+directory first (`sitecustomize` is imported at interpreter start-up). Production never has it on
+its path, so no mail can trigger it.
+
+A message with the header `X-Test-Parser: spin` makes `parse_message` run a regular expression
+that holds the GIL for minutes without ever checking for signals (the class of bug a deadline
+inside the process cannot stop); `X-Test-Parser: sleep` makes it sleep (slow, not spinning).
+"""
+
+import importlib.abc
+import importlib.util
+import re
+import sys
+import time
+
+
+def _misbehave(raw: bytes) -> None:
+    if b"X-Test-Parser: spin" in raw:
+        re.search(r"(?s).*x.*overflow:hidden", "height:0;" * 40_000)
+    elif b"X-Test-Parser: sleep" in raw:
+        time.sleep(3600)
+
+
+class _Wrap(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):  # noqa: ANN001, ANN201
+        if name != "bombom_pipe.parse":
+            return None
+        sys.meta_path.remove(self)
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            sys.meta_path.insert(0, self)
+        run = spec.loader.exec_module
+
+        def exec_module(module):  # noqa: ANN001, ANN202
+            run(module)
+            real = module.parse_message
+
+            def parse_message(raw, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+                _misbehave(raw)
+                return real(raw, *args, **kwargs)
+
+            module.parse_message = parse_message
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+sys.meta_path.insert(0, _Wrap())

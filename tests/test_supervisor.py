@@ -1,0 +1,109 @@
+"""bombom-deliver holds its deadline from outside the process that parses: through the real
+command and a real PostgreSQL, with a parser made to misbehave by a test-only hook
+(tests/hooks/sitecustomize.py, put first on PYTHONPATH; production never loads it)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from bombom_pipe.spool import raw_path
+
+from .conftest import EXAMPLES, Env
+
+DIGEST = (EXAMPLES / "english-digest.eml").read_bytes()
+HOOKS = Path(__file__).resolve().parent / "hooks"
+DEADLINE = 8
+
+
+def misbehaving(kind: str, tag: str = "x") -> bytes:
+    return (f"X-Test-Parser: {kind}\r\n".encode()
+            + DIGEST.replace(b"<digest-2026-11-30@", f"<{kind}-{tag}@".encode()))
+
+
+@pytest.fixture
+def hooked(env: Env, workdir: Path) -> Env:
+    """The delivery environment with the misbehaving parser hook on PYTHONPATH."""
+    hooks = workdir / "hooks"
+    if not hooks.exists():
+        shutil.copytree(HOOKS, hooks, ignore=shutil.ignore_patterns("__pycache__"))
+        for p in [hooks, *hooks.rglob("*")]:
+            os.chmod(p, 0o755 if p.is_dir() else 0o644)
+    env.extra_env = {"PYTHONPATH": f"{hooks}:{env.src}",
+                     "BOMBOM_DEADLINE_SECONDS": str(DEADLINE)}
+    return env
+
+
+def one_line(r: subprocess.CompletedProcess[bytes]) -> str:
+    assert r.stdout.count(b"\n") == 1 and r.stderr == b"", (r.stdout, r.stderr)
+    return r.stdout.decode().strip()
+
+
+def deliveries(db: psycopg.Connection) -> list[tuple[str, str]]:
+    return db.execute("SELECT outcome, detail FROM deliveries ORDER BY id").fetchall()
+
+
+@pytest.mark.parametrize("kind", ["spin", "sleep"])
+def test_parser_that_never_returns_is_quarantined_in_time(hooked: Env, db: psycopg.Connection,
+                                                           kind: str) -> None:
+    """spin: a regex holding the GIL (no signal handler can run) is killed at the parse CPU
+    budget; sleep: a parser that stalls is stopped at the deadline. Either way the message is
+    quarantined (exit 0), since every retry would do the same, and the raw bytes are kept."""
+    raw = misbehaving(kind)
+    t0 = time.monotonic()
+    r = hooked.deliver(raw)
+    took = time.monotonic() - t0
+    assert r.returncode == 0, r
+    assert one_line(r).startswith("2.0.0 quarantined unparsable: parse budget exceeded")
+    assert deliveries(db) == [("quarantined", "unparsable: parse budget exceeded")]
+    assert raw_path(hooked.spool, hashlib.sha256(raw).hexdigest()).read_bytes() == raw
+    # Postfix's time limit is the deadline + 25 s; we answer well inside the deadline's grace
+    assert took < DEADLINE + 5, took
+    print(f"\n{kind}: quarantined after {took:.1f} s (deadline {DEADLINE} s)")
+
+
+def test_the_hook_leaves_normal_messages_alone(hooked: Env, db: psycopg.Connection) -> None:
+    r = hooked.deliver(DIGEST)
+    assert r.returncode == 0 and one_line(r).startswith("2.0.0 stored article 1")
+
+
+def test_quarantined_overrun_is_replayable(hooked: Env, db: psycopg.Connection) -> None:
+    """After the fix (here: without the hook), `bombom replay` stores the kept message."""
+    raw = misbehaving("spin", "replay")
+    assert hooked.deliver(raw).returncode == 0
+    hooked.extra_env = {}
+    r = subprocess.run([*hooked.argv(config=False)[:-2], "-m", "bombom_pipe.admin", "--config",
+                        str(hooked.config), "replay"], capture_output=True)
+    assert r.returncode == 0, r
+    assert db.execute("SELECT count(*) FROM articles").fetchone()[0] == 1
+
+
+def test_closed_stdout_does_not_change_the_exit_status(env: Env, db: psycopg.Connection) -> None:
+    r = subprocess.run(["sh", "-c", 'exec "$@" >&-', "sh", *env.argv("--recipient",
+                        "alice@bombom.news")], input=DIGEST, capture_output=True)
+    assert r.returncode == 0, r
+    assert db.execute("SELECT count(*) FROM articles").fetchone()[0] == 1
+
+
+def test_child_output_never_reaches_postfix(env: Env, db: psycopg.Connection,
+                                            workdir: Path) -> None:
+    """The delivering process's stderr is the log file: a crash there is one status line."""
+    broken = workdir / "noisy-psycopg"
+    (broken / "psycopg").mkdir(parents=True, exist_ok=True)
+    (broken / "psycopg" / "__init__.py").write_text(
+        "import sys\nprint('noise on stdout')\nprint('noise on stderr', file=sys.stderr)\n"
+        "raise ImportError('shadowed psycopg')\n")
+    for p in [broken, *broken.rglob("*")]:
+        os.chmod(p, 0o755 if p.is_dir() else 0o644)
+    env.extra_env = {"PYTHONPATH": f"{broken}:{env.src}"}
+    r = env.deliver(DIGEST)
+    assert r.returncode == 75
+    assert one_line(r).startswith("4.3.0 tempfail delivery process failed")
+    assert "noise on stderr" in env.log.read_text()

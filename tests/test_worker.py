@@ -1,0 +1,196 @@
+"""`bombom worker` behind the real `bombom-deliver`, against the real PostgreSQL: the warm path
+delivers, and every way the worker can fail (killed, stopped, a message that spins the parser)
+ends in the cold path or a quarantine: 0 lost, 0 duplicated, only exit codes Postfix defers on
+or accepts."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from bombom_pipe.sandbox import DELIVER_USER, give
+
+from .conftest import EXAMPLES, Env
+from .test_supervisor import misbehaving
+
+DIGEST = (EXAMPLES / "english-digest.eml").read_bytes()
+
+
+def message(i: int, tag: str = "w") -> bytes:
+    return DIGEST.replace(b"<digest-2026-11-30@", f"<{tag}-{i}@".encode())
+
+
+class Worker:
+    """A `bombom worker` process for one delivery environment, as the delivery user."""
+
+    def __init__(self, env: Env, *args: str) -> None:
+        self.env = env
+        self.args = args
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def argv(self) -> list[str]:
+        base = self.env.argv(config=False)
+        assert base[-2:] == ["-m", "bombom_pipe.entry"]
+        return [*base[:-2], "-m", "bombom_pipe.admin", "--config", str(self.env.config),
+                "worker", *self.args]
+
+    def start(self) -> Worker:
+        self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+        return self
+
+    def wait_ready(self, what: str = "worker started", timeout: float = 30) -> None:
+        end = time.monotonic() + timeout
+        while what not in self.env.log.read_text():
+            assert self.proc and self.proc.poll() is None, "worker exited"
+            assert time.monotonic() < end, "worker did not start"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGCONT)
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        if self.proc:
+            self.proc.wait(10)
+
+
+def with_worker_socket(env: Env) -> Path:
+    run = env.base / "run"
+    run.mkdir(mode=0o700)
+    give(run, DELIVER_USER)
+    sock = run / "worker.sock"
+    env.write_config(env.config.read_text() + f'worker_socket = "{sock}"\n')
+    return sock
+
+
+@pytest.fixture
+def worker(env: Env) -> Iterator[Worker]:
+    with_worker_socket(env)
+    w = Worker(env, "--processes", "2").start()
+    w.wait_ready()
+    yield w
+    w.stop()
+
+
+def count(db: psycopg.Connection, sql: str) -> int:
+    return db.execute(sql).fetchone()[0]
+
+
+def by_worker(env: Env) -> int:
+    return env.log.read_text().count("bombom-worker[")
+
+
+def test_the_worker_delivers(env: Env, db: psycopg.Connection, worker: Worker) -> None:
+    before = by_worker(env)
+    r = env.deliver(DIGEST)
+    assert r.returncode == 0, r
+    assert r.stdout.startswith(b"2.0.0 stored article 1") and r.stdout.count(b"\n") == 1
+    assert by_worker(env) > before  # the delivery line came from a worker process
+    assert env.deliver(DIGEST).stdout.startswith(b"2.0.0 duplicate article 1")
+    assert count(db, "SELECT count(*) FROM articles") == 1
+
+
+def test_without_the_worker_the_cold_path_delivers(env: Env, db: psycopg.Connection) -> None:
+    with_worker_socket(env)  # configured, but nobody listens
+    r = env.deliver(DIGEST)
+    assert r.returncode == 0 and r.stdout.startswith(b"2.0.0 stored")
+    assert by_worker(env) == 0
+
+
+def burst(env: Env, n: int, fault: callable, at: int, tag: str) -> list[int]:  # noqa: F821
+    """n deliveries, 4 at a time; `fault()` runs once `at` of them have finished."""
+    done = threading.Semaphore(0)
+    codes: list[int] = [0] * n
+
+    def one(i: int) -> None:
+        codes[i] = env.deliver(message(i, tag), timeout=120).returncode
+        done.release()
+
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(one, i) for i in range(n)]
+        for _ in range(at):
+            done.acquire()
+        fault()
+        for f in futures:
+            f.result()
+    return codes
+
+
+@pytest.mark.parametrize("fault", ["SIGKILL", "SIGSTOP"])
+def test_worker_failing_mid_burst_loses_and_duplicates_nothing(
+        env: Env, db: psycopg.Connection, worker: Worker, fault: str) -> None:
+    n = 40
+    env.extra_env = {"BOMBOM_DEADLINE_SECONDS": "10"}
+    sig = getattr(signal, fault)
+    t0 = time.monotonic()
+    codes = burst(env, n, lambda: os.killpg(worker.proc.pid, sig), n // 4, fault)
+    took = time.monotonic() - t0
+    assert codes == [0] * n, codes
+    if fault == "SIGSTOP":
+        os.killpg(worker.proc.pid, signal.SIGCONT)  # it finishes what it had: duplicates
+        time.sleep(2)
+    assert count(db, "SELECT count(*) FROM articles") == n
+    assert count(db, "SELECT count(DISTINCT message_id) FROM articles") == n
+    assert count(db, "SELECT count(*) FROM deliveries WHERE outcome NOT IN "
+                     "('stored', 'duplicate')") == 0
+    print(f"\n{fault} mid-burst: {n} delivered in {took:.1f} s")
+
+
+def test_gil_spinning_message_is_quarantined_and_others_go_on(
+        env: Env, db: psycopg.Connection, workdir: Path) -> None:
+    from .test_supervisor import HOOKS
+
+    hooks = workdir / "hooks"
+    if not hooks.exists():
+        import shutil
+
+        shutil.copytree(HOOKS, hooks, ignore=shutil.ignore_patterns("__pycache__"))
+        for p in [hooks, *hooks.rglob("*")]:
+            os.chmod(p, 0o755 if p.is_dir() else 0o644)
+    env.extra_env = {"PYTHONPATH": f"{hooks}:{env.src}", "BOMBOM_DEADLINE_SECONDS": "8"}
+    with_worker_socket(env)
+    w = Worker(env, "--processes", "2").start()
+    try:
+        w.wait_ready()
+        with ThreadPoolExecutor(4) as pool:
+            spin = pool.submit(env.deliver, misbehaving("spin"))
+            time.sleep(0.5)
+            normal = list(pool.map(lambda i: env.deliver(message(i, "beside")), range(6)))
+            r = spin.result()
+        assert r.returncode == 0 and r.stdout.startswith(
+            b"2.0.0 quarantined unparsable: parse budget exceeded"), r
+        assert [x.returncode for x in normal] == [0] * 6
+        before = by_worker(env)
+        assert env.deliver(message(99, "after")).returncode == 0
+        assert by_worker(env) > before  # the killed process was replaced; the worker serves
+        assert w.proc.poll() is None
+    finally:
+        w.stop()
+    assert count(db, "SELECT count(*) FROM articles") == 7
+
+
+def test_other_users_are_refused(env: Env, db: psycopg.Connection, worker: Worker) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to connect as another user than the worker's")
+    sock = env.base / "run" / "worker.sock"
+    assert sock.stat().st_mode & 0o777 == 0o600
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(5)
+        s.connect(str(sock))  # root passes the file mode; SO_PEERCRED does not
+        s.sendall(b'{"sha256": "' + b"0" * 64 + b'"}\n')
+        with contextlib.suppress(ConnectionResetError):  # closed with our request unread
+            assert s.recv(100) == b""  # closed without an answer
+    assert "refused a connection from uid 0" in env.log.read_text()
+    assert env.deliver(DIGEST).returncode == 0
