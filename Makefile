@@ -25,8 +25,11 @@ FUZZ_EXAMPLES ?= 5000
 fuzz: $(VENV)/.installed
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VENV)/bin/pytest tests/test_fuzz.py -k never_raises -q
 
+# The delivery routes through a real Postfix and a throwaway PostgreSQL (as root), one table;
+# then the parser's and one delivery's numbers. Numbers, not assertions.
 bench: $(VENV)/.installed
-	$(VENV)/bin/pytest benchmarks -s
+	$(VENV)/bin/python -m benchmarks.modes
+	$(VENV)/bin/pytest benchmarks -s -q
 
 # Install what is missing from Debian's packages (needs root; skipped when all is there). As root
 # also Postfix with its pgsql tables, for the tests' private instance (the host's own Postfix stays
@@ -59,7 +62,8 @@ clean:
 
 # -- Postfix in front (as root): docs/postfix.md --------------------------------------------------
 # make install   venv in $(PREFIX)/venv, bombom on PATH, user $(PIPE_USER), spool, $(CONFIG_FILE),
-#                Postfix settings
+#                Postfix settings; MODE=push (default: bombom-deliver alone), worker (+ the
+#                bombom-worker service), pull (virtual(8) writes a Maildir bombom-worker drains)
 # make db        the database, its owner role, schema and the two roles (as the local postgres
 #                superuser), root's admin config; checks the recipient lookup ("lookup OK")
 # make uninstall put back the Postfix settings install changed; refused while mail for $(DOMAINS)
@@ -78,10 +82,12 @@ DEADLINE     ?= 60
 MAXPROC      ?= 8
 LOG          ?=
 DNS_SERVERS  ?=
+MODE         ?= push
 INSTALL_ENV = DOMAINS='$(DOMAINS)' PREFIX='$(PREFIX)' CONFIG_FILE='$(CONFIG_FILE)' \
 	SPOOL_DIR='$(SPOOL_DIR)' PIPE_USER='$(PIPE_USER)' DATABASE='$(DATABASE)' \
 	DELIVERY_DSN='$(DELIVERY_DSN)' LOOKUP_DSN='$(LOOKUP_DSN)' DEADLINE='$(DEADLINE)' \
-	MAXPROC='$(MAXPROC)' LOG='$(LOG)' PYTHON='$(PYTHON)' DNS_SERVERS='$(DNS_SERVERS)'
+	MAXPROC='$(MAXPROC)' LOG='$(LOG)' PYTHON='$(PYTHON)' DNS_SERVERS='$(DNS_SERVERS)' \
+	MODE='$(MODE)'
 
 .PHONY: install uninstall db
 

@@ -35,6 +35,10 @@ BIN_DIR=${BIN_DIR:-/usr/local/bin}                    # where `bombom` is linked
 LOGROTATE_DIR=${LOGROTATE_DIR:-/etc/logrotate.d}      # for a LOG file
 DEADLINE=${DEADLINE:-60}                              # bombom-deliver's deadline_seconds
 MAXPROC=${MAXPROC:-8}                                 # parallel deliveries = DB connections
+MODE=${MODE:-push}        # push (cold), worker (push + bombom worker) or pull (virtual(8) + worker)
+MAILDIR_BASE=${MAILDIR_BASE:-/var/spool/bombom-maildir}  # pull: virtual(8) writes Maildir/ here
+SYSTEMD_DIR=${SYSTEMD_DIR:-/etc/systemd/system}          # where bombom-worker.service goes
+WORKER_SOCKET=${WORKER_SOCKET:-/run/bombom/worker.sock}  # its directory: the unit's RuntimeDirectory
 MESSAGE_SIZE_LIMIT=${MESSAGE_SIZE_LIMIT:-20480000}
 POSTFIX_CONFIG_DIR=${POSTFIX_CONFIG_DIR:-/etc/postfix}
 PYTHON=${PYTHON:-/usr/bin/python3}                    # the pipe user must be able to run it
@@ -55,7 +59,9 @@ SETTINGS=(TIME_LIMIT DELIVERY_DSN DELIVERY_ROLE DELIVERY_PASSWORD LOOKUP_HOSTS L
           LOOKUP_ROLE LOOKUP_PASSWORD LOOKUP_PASSFILE_LINE ADMIN_DSN ADMIN_ROLE ADMIN_PASSWORD)
 VARS=(DOMAINS DOMAIN_LIST PREFIX CONFIG_FILE SPOOL_DIR PIPE_USER DELIVERY_DSN LOOKUP_HOSTS
       LOOKUP_DBNAME LOOKUP_PASSFILE ADMIN_DSN DEADLINE MAXPROC MESSAGE_SIZE_LIMIT
-      POSTFIX_CONFIG_DIR TIME_LIMIT LOG LOGROTATE_DIR DNS_SERVERS)
+      POSTFIX_CONFIG_DIR TIME_LIMIT LOG LOGROTATE_DIR DNS_SERVERS
+      WORKER_SOCKET_LINE)
+WORKER_SOCKET_LINE='# worker_socket: none (MODE=push)'   # bombom.conf; see worker_mode below
 
 say() { printf 'bombom install: %s\n' "$*"; }
 die() { printf 'bombom install: error: %s\n' "$*" >&2; exit 1; }
@@ -102,7 +108,7 @@ install_file() {
 }
 
 # "key = value" lines of the main.cf fragment, placeholders filled.
-main_cf_settings() { render "$HERE/main.cf" | grep -Ev '^[[:space:]]*(#|$)'; }
+main_cf_settings() { render "$HERE/main.cf" | grep -Ev '^[[:space:]]*(#|$)' | mode_settings; }
 
 # The master.cf entry as one line (comments dropped, continuation lines joined).
 master_cf_entry() { render "$HERE/master.cf" | grep -Ev '^[[:space:]]*(#|$)' | tr -s ' \n\t' ' ' | sed 's/ $//'; }
@@ -236,8 +242,75 @@ probe_lookup() {
   [[ -z $LOOKUP_ERROR ]]
 }
 
+# -- MODE: push (cold), worker (push + bombom worker), pull (virtual(8) + Maildir + worker) --------
+
+# VARS plus what only these files use
+render_mode() {
+  local VARS=("${VARS[@]}" MAILDIR_BASE SYSTEMD_DIR PIPE_UID PIPE_GID WORKER_ARGS WORKER_WRITES
+              WORKER_SOCKET)
+  local PIPE_UID PIPE_GID WORKER_ARGS="" WORKER_WRITES=""
+  PIPE_UID=$(id -u "$PIPE_USER" 2>/dev/null || echo 0) PIPE_GID=$(id -g "$PIPE_USER" 2>/dev/null || echo 0)
+  [[ $MODE == pull ]] && WORKER_ARGS="--maildir=$MAILDIR_BASE/Maildir" WORKER_WRITES=$MAILDIR_BASE
+  [[ $LOG == /* ]] && WORKER_WRITES="$WORKER_WRITES $(dirname "$LOG")"
+  render "$1"
+}
+
+# main.cf's lines on stdin; in pull mode main-pull.cf's replace those of the same name
+mode_settings() {
+  if [[ $MODE != pull ]]; then cat; return 0; fi
+  local pull keys
+  pull=$(render_mode "$HERE/main-pull.cf" | grep -Ev '^[[:space:]]*(#|$)')
+  keys=$(sed -E 's/[[:space:]]*=.*//' <<<"$pull" | paste -sd '|')
+  grep -Ev "^($keys)[[:space:]]*=" || true
+  printf '%s\n' "$pull"
+}
+
+worker_mode() {
+  case $MODE in
+    push) ;;
+    worker|pull) WORKER_SOCKET_LINE="worker_socket = \"$WORKER_SOCKET\"" ;;
+    *) die "MODE must be push, worker or pull" ;;
+  esac
+}
+
+# The worker's unit (always; enabled and started only in worker and pull modes), the pull map and
+# Maildir. A changed unit does not make Postfix reload.
+install_worker() {
+  local before=$CHANGED unit=$SYSTEMD_DIR/bombom-worker.service changed
+  install -d -m 0755 "$SYSTEMD_DIR"
+  install_file "$unit" root:root 0644 < <(render_mode "$HERE/bombom-worker.service")
+  changed=$((CHANGED != before)); CHANGED=$before
+  if [[ $MODE == pull ]]; then
+    install -d -o "$PIPE_USER" -g "$PIPE_USER" -m 0700 "$MAILDIR_BASE"
+    install_file "$POSTFIX_CONFIG_DIR/bombom-recipients-pull.cf" "root:postfix" 0640 \
+      < <(render_mode "$HERE/bombom-recipients-pull.cf")
+  fi
+  if [[ ! -d /run/systemd/system ]] || ! command -v systemctl >/dev/null; then
+    [[ $MODE == push ]] || say "no systemd here: start the worker as $PIPE_USER as $unit says"
+    return 0
+  fi
+  ((changed)) && systemctl daemon-reload
+  if [[ $MODE == push ]]; then
+    systemctl is-enabled -q bombom-worker.service 2>/dev/null && \
+      say "bombom-worker.service is enabled, but MODE=push configures no worker_socket"
+  elif ((changed)) || ! systemctl is-active -q bombom-worker.service; then
+    systemctl enable -q bombom-worker.service
+    systemctl restart bombom-worker.service
+    say "started bombom-worker.service"
+  fi
+  return 0
+}
+
+uninstall_worker() {
+  if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null; then
+    systemctl disable -q --now bombom-worker.service 2>/dev/null || true
+  fi
+  rm -f "$POSTFIX_CONFIG_DIR/bombom-recipients-pull.cf"
+}
+
 cmd_install() {
   preflight
+  worker_mode
   install_venv
   if [[ -f $OLD_PASSFILE && ! -e $LOOKUP_PASSFILE ]]; then  # keep an earlier install's password
     install -d -m 0755 "$(dirname "$LOOKUP_PASSFILE")"
@@ -246,6 +319,7 @@ cmd_install() {
   load_settings
   install_files
   link_command
+  install_worker
   remember_prior
   apply_postfix
   check_and_reload
@@ -300,6 +374,7 @@ cmd_uninstall() {
   # bombom_* parameters without the service would only draw "unused parameter" warnings
   { pf postconf -n | grep -o "^${SERVICE}_[a-z_]*" || true; } | xargs -r -n1 "postconf" -c "$POSTFIX_CONFIG_DIR" -X
   rm -f "$MAP" "$OLD_PASSFILE"
+  uninstall_worker
   CHANGED=1
   check_and_reload
   say "left in place: $VENV, $BIN_DIR/bombom, $CONFIG_FILE, $ADMIN_CONFIG, $LOOKUP_PASSFILE (for"

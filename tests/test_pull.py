@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from bombom_pipe.sandbox import DELIVER_USER, give
+from .sandbox import DELIVER_USER, give
 
 from .conftest import ALICE, BOB, Env
 from .test_supervisor import misbehaving

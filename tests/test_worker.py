@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from bombom_pipe.sandbox import DELIVER_USER, give
+from .sandbox import DELIVER_USER, give
 
 from .conftest import EXAMPLES, Env
 from .test_supervisor import misbehaving

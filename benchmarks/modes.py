@@ -1,0 +1,290 @@
+"""`make bench`: the delivery routes side by side, in one run, through a real Postfix on loopback
+and a throwaway PostgreSQL (both started here, both gone afterwards). Numbers, not assertions.
+
+    python -m benchmarks.modes [--messages N] [--json FILE]      (as root, like the Postfix tests)
+
+Routes, each fed the same burst of N distinct ~12 KB HTML newsletters over SMTP, at destination
+concurrency 2:
+    floor        pipe(8) to `python3 -S -c 'import sys; sys.stdin.buffer.read()'`: the least any
+                 Python command behind pipe(8) can cost
+    virtual      virtual(8) into a Maildir (nothing ingests it): the least for the pull mode
+    cold push    pipe(8) to bombom-deliver without a worker
+    push+worker  pipe(8) to bombom-deliver, which hands each message to `bombom worker`
+    pull         virtual(8) into the Maildir, drained by `bombom worker --maildir`
+messages/s is N over the time from the first SMTP connection to the last message stored (or
+delivered, for the two baselines); delay p50/p95 is Postfix's delay= of each message (for pull:
+that, plus the lag from the Maildir file to the stored row); RSS is the largest resident set of a
+process doing deliveries (sampled), and for the pipe routes also the command's own peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import pwd
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from email.utils import formatdate
+from pathlib import Path
+
+import psycopg
+
+from tests.sandbox import LocalPostgres, as_user
+from bombom_pipe.schema import grant, upgrade
+from tests.postfix_fixture import Postfix, available, free_port, wait_for
+
+PIPE_USER = "bombom"
+ALICE = "alice@bombom.news"
+DELAY = re.compile(r": to=<[^>]*>,.*? relay=(?P<relay>[\w.-]+),.*? delay=(?P<delay>[\d.]+),"
+                   r" delays=[\d./]+,.*? status=sent")
+
+
+def newsletter(i: int, route: str) -> bytes:
+    """~12 KB of HTML, distinct per message."""
+    rows = "".join(f"<tr><td style=\"padding:8px\"><h2>{route} 기사 {i}.{k}</h2><p>봄봄 "
+                   f"뉴스레터의 {k}번째 소식입니다. Lorem ipsum dolor sit amet, consectetur "
+                   f"adipiscing elit, sed do eiusmod tempor.</p><a href=\"https://news.example"
+                   f".kr/a/{i}/{k}\">더 보기</a></td></tr>" for k in range(40))
+    return (f"From: Bench Letter <letter@news.example.kr>\r\nTo: {ALICE}\r\n"
+            f"Subject: {route} {i}\r\nDate: {formatdate()}\r\n"
+            f"Message-ID: <{route.replace(' ', '-')}-{i}-{time.time_ns()}@news.example.kr>\r\n"
+            "MIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+            f"<html><body><table>{rows}</table></body></html>\r\n").encode()
+
+
+class RssSampler:
+    """Largest VmHWM seen among the pipe user's processes and virtual(8), every 20 ms."""
+
+    def __init__(self) -> None:
+        self.uid = pwd.getpwnam(PIPE_USER).pw_uid
+        self.peak = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        while not self.stop.wait(0.02):
+            for proc in Path("/proc").glob("[0-9]*"):
+                try:
+                    status = (proc / "status").read_text()
+                except OSError:
+                    continue
+                fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+                uid = int(fields.get("Uid", "-1 0").split()[0])
+                if uid == self.uid or fields.get("Name", "").strip() == "virtual":
+                    hwm = int(fields.get("VmHWM", "0 kB").split()[0] or 0)
+                    self.peak = max(self.peak, hwm)
+
+    def __enter__(self) -> RssSampler:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+class Bench:
+    def __init__(self, base: Path, n: int) -> None:
+        self.base, self.n = base, n
+        self.pg = LocalPostgres(base / "pg", port=free_port())
+        self.postfix = Postfix(base / "instance")
+        self.worker: subprocess.Popen[bytes] | None = None
+        self.rss_file = base / "rss.txt"
+
+    # set-up
+    def start(self) -> None:
+        self.base.chmod(0o755)
+        self.pg.start()
+        self.pg.createdb("bombom")
+        with psycopg.connect(self.pg.url(), autocommit=True) as conn:
+            upgrade(conn)
+            grant(conn, "delivery", "bombom_deliver")
+            grant(conn, "lookup", "bombom_lookup")
+        self.postfix.create()
+        self.postfix.env = {
+            "PREFIX": str(self.base / "opt"), "CONFIG_FILE": str(self.base / "etc" / "bombom.conf"),
+            "SPOOL_DIR": str(self.base / "spool"), "LOG": str(self.base / "log" / "deliver.log"),
+            "DELIVERY_DSN": self.pg.url(user="bombom_deliver"),
+            "LOOKUP_DSN": self.pg.url(user="bombom_lookup"), "DEADLINE": "60", "MAXPROC": "2",
+            "DOMAINS": "bombom.news", "MAILDIR_BASE": str(self.base / "maildir"),
+            "SYSTEMD_DIR": str(self.base / "systemd"),
+            "WORKER_SOCKET": str(self.base / "run" / "worker.sock")}
+        self.install("push")
+        (self.base / "run").mkdir()
+        subprocess.run(["chown", f"{PIPE_USER}:{PIPE_USER}", str(self.base / "run")], check=True)
+        self.postfix.postconf("virtual_destination_concurrency_limit = 2",
+                              "floor_destination_concurrency_limit = 2",
+                              "floor_destination_recipient_limit = 1")
+        self.postfix.run("postconf", "-M", "floor/unix=floor unix - n n - 2 pipe flags=X "
+                         f"user={PIPE_USER} argv=/usr/bin/python3 -S -c "
+                         "{import sys; sys.stdin.buffer.read()}")
+        self.postfix.start()
+
+    def stop(self) -> None:
+        self.stop_worker()
+        self.postfix.stop()
+        self.pg.stop("immediate")
+
+    def install(self, mode: str) -> None:
+        self.postfix.install(MODE=mode)
+
+    def reload(self) -> None:
+        before = self.postfix.reload_count()
+        self.postfix.run("postfix", "reload")
+        self.postfix.wait_reloaded(before)
+
+    def start_worker(self, pull: bool) -> None:
+        env = self.postfix.env
+        args = [f"{env['PREFIX']}/venv/bin/bombom", f"--config={env['CONFIG_FILE']}", "worker",
+                f"--socket={env['WORKER_SOCKET']}", "--processes=2"]
+        if pull:
+            args.append(f"--maildir={env['MAILDIR_BASE']}/Maildir")
+        log = Path(env["LOG"])
+        mark = len(log.read_text()) if log.exists() else 0
+        self.worker = subprocess.Popen(as_user(PIPE_USER, args), start_new_session=True,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for("the worker", lambda: "worker started" in log.read_text()[mark:], 60)
+
+    def stop_worker(self) -> None:
+        if self.worker and self.worker.poll() is None:
+            os.killpg(self.worker.pid, signal.SIGTERM)
+            self.worker.wait(30)
+        self.worker = None
+
+    def configure(self, route: str) -> None:
+        """Postfix (and the worker) for one route."""
+        self.stop_worker()
+        mode = {"push+worker": "worker", "pull": "pull", "virtual": "pull"}.get(route, "push")
+        self.install(mode)
+        if route in ("cold push", "push+worker"):  # the command's own peak RSS, per run
+            entry = self.postfix.run("postconf", "-M", "bombom/unix").stdout.strip()
+            timed = entry.replace("argv=", f"argv=/usr/bin/time -a -o {self.rss_file} -f %M ", 1)
+            self.postfix.run("postconf", "-M", f"bombom/unix={timed}")
+        self.postfix.postconf("virtual_transport = floor" if route == "floor" else
+                              "virtual_transport = virtual" if mode == "pull" else
+                              "virtual_transport = bombom")
+        self.reload()
+        if route in ("push+worker", "pull"):
+            self.start_worker(pull=route == "pull")
+
+    # one burst
+    def run(self, route: str) -> dict:
+        self.configure(route)
+        with psycopg.connect(self.pg.url(), autocommit=True) as conn:
+            conn.execute("TRUNCATE members, newsletters RESTART IDENTITY CASCADE")
+            conn.execute("INSERT INTO members (address) VALUES (%s)", (ALICE,))
+        self.postfix.empty_queue()
+        self.rss_file.unlink(missing_ok=True)
+        self.rss_file.touch()
+        self.rss_file.chmod(0o666)
+        mark = len(self.postfix.log())
+        messages = [newsletter(i, route) for i in range(self.n)]
+        relay = {"floor": "floor", "virtual": "virtual", "pull": "virtual"}.get(route, "bombom")
+        stored = route in ("cold push", "push+worker", "pull")
+        with RssSampler() as rss:
+            t0 = time.monotonic()
+            with ThreadPoolExecutor(4) as pool:
+                list(pool.map(lambda batch: self.send(batch), [messages[k::4] for k in range(4)]))
+            if stored:
+                wait_for("all stored", lambda: self.articles() >= self.n, 600, 0.05)
+            else:
+                wait_for("all delivered", lambda: len(self.sent(mark, relay)) >= self.n, 600,
+                         0.05)
+            took = time.monotonic() - t0
+        delays = [float(m["delay"]) for m in self.sent(mark, relay)]
+        result = {"route": route, "messages": self.n, "seconds": round(took, 2),
+                  "per_second": round(self.n / took, 2),
+                  "delay_p50": round(statistics.median(delays), 2),
+                  "delay_p95": round(statistics.quantiles(delays, n=20)[18], 2),
+                  "rss_peak_mib": round(rss.peak / 1024, 1)}
+        command_rss = [int(x) for x in self.rss_file.read_text().split() if x.isdigit()]
+        if command_rss:
+            result["command_rss_mib"] = round(statistics.median(command_rss) / 1024, 1)
+        if route == "pull":
+            with psycopg.connect(self.pg.url()) as conn:
+                lags = [r[0] for r in conn.execute(
+                    "SELECT extract(epoch FROM finished_at - started_at)::float FROM deliveries")]
+            result["lag_p50"] = round(statistics.median(lags), 2)
+            result["lag_p95"] = round(statistics.quantiles(lags, n=20)[18], 2)
+        with psycopg.connect(self.pg.url()) as conn:
+            result["articles"] = conn.execute("SELECT count(*) FROM articles").fetchone()[0]
+        result["bounced"] = sum("status=bounced" in line
+                                for line in self.postfix.log_lines(mark))
+        return result
+
+    def send(self, batch: list[bytes]) -> None:
+        import smtplib
+
+        with smtplib.SMTP("127.0.0.1", self.postfix.port, local_hostname="bench.example",
+                          timeout=60) as s:
+            for raw in batch:
+                s.sendmail("bounce@news.example.kr", [ALICE], raw)
+
+    def articles(self) -> int:
+        with psycopg.connect(self.pg.url()) as conn:
+            return conn.execute("SELECT count(*) FROM articles").fetchone()[0]
+
+    def sent(self, mark: int, relay: str) -> list[re.Match[str]]:
+        return [m for line in self.postfix.log_lines(mark)
+                if (m := DELAY.search(line)) and m["relay"] == relay]
+
+
+def table(results: list[dict]) -> str:
+    floor = next((r["per_second"] for r in results if r["route"] == "floor"), None)
+    virtual = next((r["per_second"] for r in results if r["route"] == "virtual"), None)
+    head = (f"{'route':<12} {'msg/s':>7} {'×floor':>7} {'×virtual':>8} {'delay p50':>9} "
+            f"{'p95':>6} {'lag p95':>7} {'RSS peak':>8} {'cmd RSS':>7}")
+    out = [head, "-" * len(head)]
+    for r in results:
+        out.append(
+            f"{r['route']:<12} {r['per_second']:>7.1f} "
+            f"{r['per_second'] / floor if floor else float('nan'):>7.2f} "
+            f"{r['per_second'] / virtual if virtual else float('nan'):>8.2f} "
+            f"{r['delay_p50']:>8.2f}s {r['delay_p95']:>5.2f}s "
+            f"{(str(r['lag_p95']) + 's') if 'lag_p95' in r else '-':>7} "
+            f"{r['rss_peak_mib']:>5.1f}MiB "
+            f"{(str(r['command_rss_mib'])) if 'command_rss_mib' in r else '-':>7}")
+    return "\n".join(out)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--messages", type=int, default=200)
+    ap.add_argument("--json", default="bench-modes.json", help="where the figures go as JSON")
+    ap.add_argument("--routes", default="floor,virtual,cold push,push+worker,pull")
+    args = ap.parse_args()
+    why = available()
+    if why:
+        print(f"bench skipped: {why}")
+        return 0
+    base = Path(tempfile.mkdtemp(prefix="bombom-bench-", dir="/tmp"))
+    bench = Bench(base, args.messages)
+    results = []
+    try:
+        bench.start()
+        for route in args.routes.split(","):
+            results.append(bench.run(route))
+            print(f"  {route}: {results[-1]}", file=sys.stderr)
+    finally:
+        bench.stop()
+        subprocess.run(["rm", "-rf", str(base)], check=False)
+    machine = (f"{platform.node()}: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, "
+               f"Python {platform.python_version()}")
+    print(f"\n{args.messages} messages per route, destination concurrency 2; {machine}")
+    print(table(results))
+    Path(args.json).write_text(json.dumps({"machine": machine, "results": results}, indent=1))
+    print(f"(JSON: {args.json})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
