@@ -183,6 +183,10 @@ class Bench:
             conn.execute("TRUNCATE members, newsletters RESTART IDENTITY CASCADE")
             conn.execute("INSERT INTO members (address) VALUES (%s)", (ALICE,))
         self.postfix.empty_queue()
+        maildir = Path(self.postfix.env["MAILDIR_BASE"]) / "Maildir"
+        for sub in ("new", "cur", "claimed"):  # what an earlier route left
+            for f in (maildir / sub).glob("*") if (maildir / sub).is_dir() else ():
+                f.unlink()
         self.rss_file.unlink(missing_ok=True)
         self.rss_file.touch()
         self.rss_file.chmod(0o666)

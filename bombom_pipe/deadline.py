@@ -5,14 +5,13 @@ must give up first and exit 75. `bombom-deliver` enforces the deadline from outs
 that parses and stores (supervisor.py): that process is killed, never waited for, so even code
 that never gives the interpreter back (a regular expression holding the GIL) cannot make us late.
 Inside a process, SIGALRM raises `DeadlineExceeded` in the main thread (interrupting a slow read,
-query or connect); in bombom-deliver a watchdog thread hard-exits with 75 as the last layer.
+query or connect); in bombom-deliver, whose own waits all have timeouts, a last SIGALRM exits 75.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 
 #: after the deadline: time to record a quarantine or a tempfail before the process is killed
@@ -45,18 +44,18 @@ class Deadline:
         signal.setitimer(signal.ITIMER_REAL, max(self.remaining(), 0.001))
 
     def watchdog(self, after: float, last_words: bytes) -> None:
-        """`after` seconds past the deadline, print `last_words` and `os._exit(75)`."""
+        """`after` seconds past the deadline, print `last_words` and `os._exit(75)`: replaces the
+        alarm; for a process (bombom-deliver) whose waits all give the interpreter back."""
 
-        def watchdog() -> None:
+        def watchdog(signum: int, frame: object) -> None:
             try:  # noqa: SIM105 - a closed stdout must not change the status
                 os.write(1, last_words)
             except OSError:
                 pass
             os._exit(75)
 
-        timer = threading.Timer(self.remaining() + after, watchdog)
-        timer.daemon = True
-        timer.start()
+        signal.signal(signal.SIGALRM, watchdog)
+        signal.setitimer(signal.ITIMER_REAL, self.remaining() + after)
 
     @staticmethod
     def disarm() -> None:

@@ -17,7 +17,6 @@ Standard library only, and it never runs parser or database code itself. In orde
 
 from __future__ import annotations
 
-import argparse
 import os
 import select
 import signal
@@ -41,25 +40,39 @@ class UsageError(Exception):
     """The command line in master.cf is wrong: our mistake, so defer, never bounce."""
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(message)
+OPTIONS = {  # --name VALUE or --name=VALUE; all optional
+    "config": f"config file (default: $BOMBOM_CONFIG or {config.DEFAULT_CONFIG})",
+    "sender": "envelope sender (${sender})",
+    "recipient": "envelope recipient (${recipient}); without it, taken from X-Original-To, "
+                 "Delivered-To, then To",
+    "original-recipient": "${original_recipient}, for the log",
+    "queue-id": "Postfix queue id (${queue_id}), for the log",
+    "client-address": "SMTP client address (${client_address})",
+}
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = _Parser(
-        prog="bombom-deliver",
-        description="Deliver one message from stdin to one Bombom member (Postfix pipe(8)).",
-    )
-    p.add_argument("--config", help="config file (default: $BOMBOM_CONFIG or "
-                   f"{config.DEFAULT_CONFIG})")
-    p.add_argument("--sender", help="envelope sender (${sender})")
-    p.add_argument("--recipient", help="envelope recipient (${recipient}); without it, taken "
-                   "from X-Original-To, Delivered-To, then To")
-    p.add_argument("--original-recipient", help="${original_recipient}, for the log")
-    p.add_argument("--queue-id", help="Postfix queue id (${queue_id}), for the log")
-    p.add_argument("--client-address", help="SMTP client address (${client_address})")
-    return p.parse_args(argv)
+def parse_args(argv: list[str]) -> dict[str, str | None]:
+    """The options as a dict (`queue_id`, ...); `--help` prints them and exits 0. (Not argparse:
+    this runs once per message, and every import counts.)"""
+    args: dict[str, str | None] = {name.replace("-", "_"): None for name in OPTIONS}
+    rest = list(argv)
+    while rest:
+        arg = rest.pop(0)
+        if arg in ("-h", "--help"):
+            sys.stdout.write(
+                "usage: bombom-deliver [--OPTION VALUE ...] < message\n\nDeliver one message "
+                "from stdin to one Bombom member (Postfix pipe(8)).\n\noptions:\n"
+                + "".join(f"  --{name} VALUE\n      {text}\n" for name, text in OPTIONS.items()))
+            raise SystemExit(0)
+        name, eq, value = arg.partition("=")
+        if not name.startswith("--") or name[2:] not in OPTIONS:
+            raise UsageError(f"unrecognized argument: {arg}")
+        if not eq:
+            if not rest:
+                raise UsageError(f"{name}: expected one argument")
+            value = rest.pop(0)
+        args[name[2:].replace("-", "_")] = value
+    return args
 
 
 def run(argv: list[str]) -> tuple[Outcome, str]:
@@ -71,7 +84,7 @@ def run(argv: list[str]) -> tuple[Outcome, str]:
         Log("syslog").error(f"command line: {e}")
         return Outcome.TEMPFAIL, f"bad command line: {e}"
     try:
-        settings = config.load(args.config, check_dsn=False)  # the delivering process checks
+        settings = config.load(args["config"], check_dsn=False)  # the delivering process checks
     except config.ConfigError as e:
         Log("syslog").error(f"configuration: {e}")
         return Outcome.TEMPFAIL, f"configuration: {e}"
@@ -80,22 +93,19 @@ def run(argv: list[str]) -> tuple[Outcome, str]:
         log.error("refusing to run as root")
         return Outcome.TEMPFAIL, "refusing to run as root; set user= in master.cf"
     deadline = Deadline(settings.deadline_seconds)
-    # the last layer: nothing below should ever need it
-    deadline.watchdog(3 * GRACE + 2, b"4.3.0 deadline reached; will retry\n")
     deadline.alarm()  # reading stdin is the only wait in this process that has no timeout
     try:
         saved = spool.save_stream(settings.spool_dir, sys.stdin.buffer)
     except spool.SpoolError as e:
-        log.error(f"{args.queue_id or '-'}: outcome=tempfail spool: {e}")
+        Deadline.disarm()
+        log.error(f"{args['queue_id'] or '-'}: outcome=tempfail spool: {e}")
         return Outcome.TEMPFAIL, f"spool: {e}"
     except DeadlineExceeded as e:
         return Outcome.TEMPFAIL, f"reading the message: {e}"
-    finally:
-        Deadline.disarm()
+    # from here every wait has a timeout; the last layer, should a bug of ours loop:
+    deadline.watchdog(3 * GRACE + 2, b"4.3.0 deadline reached; will retry\n")
     job = {"sha256": saved.sha256, "size": saved.size, "started": started,
-           "envelope": {"recipient": args.recipient, "sender": args.sender,
-                        "original_recipient": args.original_recipient,
-                        "queue_id": args.queue_id, "client_address": args.client_address}}
+           "envelope": {k: v for k, v in args.items() if k != "config"}}
     outcome, detail = deliver(settings, job, deadline.end, log)
     return outcome, f"{outcome.value} {detail} sha256={saved.sha256[:12]}"
 
