@@ -15,10 +15,10 @@ import os
 import resource
 import signal
 import time
-from typing import TYPE_CHECKING
 
 from . import config, protocol, spool
 
+TYPE_CHECKING = False  # not `typing`'s: bombom-deliver imports this module, and typing costs 3 ms
 if TYPE_CHECKING:
     from typing import NoReturn
 
