@@ -14,16 +14,17 @@ concurrency 2:
 messages/s is N over the time from the first SMTP connection to the last message stored (or
 delivered, for the two baselines); delay p50/p95 is Postfix's delay= of each message (for pull:
 that, plus the lag from the Maildir file to the stored row); RSS is the largest resident set of a
-process doing deliveries (sampled), and for the pipe routes also the command's own peak.
+process doing deliveries (sampled below Postfix's master and the worker; not Postfix's daemons),
+and for bombom-deliver also the command's own peak (/usr/bin/time).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
-import pwd
 import re
 import signal
 import statistics
@@ -32,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from email.utils import formatdate
 from pathlib import Path
@@ -43,6 +45,9 @@ from bombom_pipe.schema import grant, upgrade
 from tests.postfix_fixture import Postfix, available, free_port, wait_for
 
 PIPE_USER = "bombom"
+POSTFIX_DAEMONS = {"master", "qmgr", "pickup", "smtpd", "cleanup", "proxymap", "trivial-rewrite",
+                   "anvil", "tlsmgr", "postlogd", "scache", "showq", "bounce", "flush", "pipe",
+                   "error", "discard", "verify", "smtp", "lmtp"}  # but virtual(8): it delivers
 ALICE = "alice@bombom.news"
 DELAY = re.compile(r": to=<[^>]*>,.*? relay=(?P<relay>[\w.-]+),.*? delay=(?P<delay>[\d.]+),"
                    r" delays=[\d./]+,.*? status=sent")
@@ -62,26 +67,38 @@ def newsletter(i: int, route: str) -> bytes:
 
 
 class RssSampler:
-    """Largest VmHWM seen among the pipe user's processes and virtual(8), every 20 ms."""
+    """Largest VmHWM among the processes below `roots()` (Postfix's master, the worker), every
+    20 ms: the pipe commands and their children, virtual(8), the worker's processes."""
 
-    def __init__(self) -> None:
-        self.uid = pwd.getpwnam(PIPE_USER).pw_uid
+    def __init__(self, roots: Callable[[], set[int]]) -> None:
+        self.roots = roots
         self.peak = 0
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
 
     def run(self) -> None:
         while not self.stop.wait(0.02):
+            parent: dict[int, int] = {}
             for proc in Path("/proc").glob("[0-9]*"):
                 try:
-                    status = (proc / "status").read_text()
+                    stat = (proc / "stat").read_bytes()
                 except OSError:
                     continue
-                fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-                uid = int(fields.get("Uid", "-1 0").split()[0])
-                if uid == self.uid or fields.get("Name", "").strip() == "virtual":
-                    hwm = int(fields.get("VmHWM", "0 kB").split()[0] or 0)
-                    self.peak = max(self.peak, hwm)
+                parent[int(proc.name)] = int(stat[stat.rindex(b")") + 2:].split()[1])
+            ours, todo = set(), set(self.roots())
+            while todo:
+                pid = todo.pop()
+                ours.add(pid)
+                todo |= {p for p, pp in parent.items() if pp == pid and p not in ours}
+            for pid in ours:
+                try:
+                    status = Path(f"/proc/{pid}/status").read_text()
+                except OSError:
+                    continue
+                m = re.search(r"^VmHWM:\s+(\d+)", status, re.M)
+                name = status.split("\n", 1)[0].removeprefix("Name:\t")
+                if m and name not in POSTFIX_DAEMONS:
+                    self.peak = max(self.peak, int(m[1]))
 
     def __enter__(self) -> RssSampler:
         self.thread.start()
@@ -93,8 +110,8 @@ class RssSampler:
 
 
 class Bench:
-    def __init__(self, base: Path, n: int) -> None:
-        self.base, self.n = base, n
+    def __init__(self, base: Path, n: int, processes: int) -> None:
+        self.base, self.n, self.processes = base, n, processes
         self.pg = LocalPostgres(base / "pg", port=free_port())
         self.postfix = Postfix(base / "instance")
         self.worker: subprocess.Popen[bytes] | None = None
@@ -145,7 +162,7 @@ class Bench:
     def start_worker(self, pull: bool) -> None:
         env = self.postfix.env
         args = [f"{env['PREFIX']}/venv/bin/bombom", f"--config={env['CONFIG_FILE']}", "worker",
-                f"--socket={env['WORKER_SOCKET']}", "--processes=2"]
+                f"--socket={env['WORKER_SOCKET']}", f"--processes={self.processes}"]
         if pull:
             args.append(f"--maildir={env['MAILDIR_BASE']}/Maildir")
         log = Path(env["LOG"])
@@ -178,15 +195,16 @@ class Bench:
 
     # one burst
     def run(self, route: str) -> dict:
+        self.stop_worker()
+        maildir = Path(self.postfix.env["MAILDIR_BASE"]) / "Maildir"
+        for sub in ("new", "cur", "claimed"):  # what an earlier route left
+            for f in (maildir / sub).glob("*") if (maildir / sub).is_dir() else ():
+                f.unlink()
         self.configure(route)
         with psycopg.connect(self.pg.url(), autocommit=True) as conn:
             conn.execute("TRUNCATE members, newsletters RESTART IDENTITY CASCADE")
             conn.execute("INSERT INTO members (address) VALUES (%s)", (ALICE,))
         self.postfix.empty_queue()
-        maildir = Path(self.postfix.env["MAILDIR_BASE"]) / "Maildir"
-        for sub in ("new", "cur", "claimed"):  # what an earlier route left
-            for f in (maildir / sub).glob("*") if (maildir / sub).is_dir() else ():
-                f.unlink()
         self.rss_file.unlink(missing_ok=True)
         self.rss_file.touch()
         self.rss_file.chmod(0o666)
@@ -194,7 +212,7 @@ class Bench:
         messages = [newsletter(i, route) for i in range(self.n)]
         relay = {"floor": "floor", "virtual": "virtual", "pull": "virtual"}.get(route, "bombom")
         stored = route in ("cold push", "push+worker", "pull")
-        with RssSampler() as rss:
+        with RssSampler(self.roots) as rss:
             t0 = time.monotonic()
             with ThreadPoolExecutor(4) as pool:
                 list(pool.map(lambda batch: self.send(batch), [messages[k::4] for k in range(4)]))
@@ -224,6 +242,14 @@ class Bench:
         result["bounced"] = sum("status=bounced" in line
                                 for line in self.postfix.log_lines(mark))
         return result
+
+    def roots(self) -> set[int]:
+        pids = set()
+        with contextlib.suppress(OSError, ValueError):
+            pids.add(int((self.postfix.queue / "pid" / "master.pid").read_text().split()[0]))
+        if self.worker is not None:
+            pids.add(self.worker.pid)
+        return pids
 
     def send(self, batch: list[bytes]) -> None:
         import smtplib
@@ -265,13 +291,15 @@ def main() -> int:
     ap.add_argument("--messages", type=int, default=200)
     ap.add_argument("--json", default="bench-modes.json", help="where the figures go as JSON")
     ap.add_argument("--routes", default="floor,virtual,cold push,push+worker,pull")
+    ap.add_argument("--processes", type=int, default=os.cpu_count() or 2,
+                    help="bombom worker --processes")
     args = ap.parse_args()
     why = available()
     if why:
         print(f"bench skipped: {why}")
         return 0
     base = Path(tempfile.mkdtemp(prefix="bombom-bench-", dir="/tmp"))
-    bench = Bench(base, args.messages)
+    bench = Bench(base, args.messages, args.processes)
     results = []
     try:
         bench.start()
@@ -283,7 +311,8 @@ def main() -> int:
         subprocess.run(["rm", "-rf", str(base)], check=False)
     machine = (f"{platform.node()}: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, "
                f"Python {platform.python_version()}")
-    print(f"\n{args.messages} messages per route, destination concurrency 2; {machine}")
+    print(f"\n{args.messages} messages per route, destination concurrency 2, worker processes "
+          f"{args.processes}; {machine}")
     print(table(results))
     Path(args.json).write_text(json.dumps({"machine": machine, "results": results}, indent=1))
     print(f"(JSON: {args.json})")
