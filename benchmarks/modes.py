@@ -291,6 +291,7 @@ def main() -> int:
     ap.add_argument("--messages", type=int, default=200)
     ap.add_argument("--json", default="bench-modes.json", help="where the figures go as JSON")
     ap.add_argument("--routes", default="floor,virtual,cold push,push+worker,pull")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     ap.add_argument("--processes", type=int, default=os.cpu_count() or 2,
                     help="bombom worker --processes")
     args = ap.parse_args()
@@ -308,7 +309,10 @@ def main() -> int:
             print(f"  {route}: {results[-1]}", file=sys.stderr)
     finally:
         bench.stop()
-        subprocess.run(["rm", "-rf", str(base)], check=False)
+        if args.keep:
+            print(f"kept {base}", file=sys.stderr)
+        else:
+            subprocess.run(["rm", "-rf", str(base)], check=False)
     machine = (f"{platform.node()}: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, "
                f"Python {platform.python_version()}")
     print(f"\n{args.messages} messages per route, destination concurrency 2, worker processes "
