@@ -40,9 +40,9 @@ from pathlib import Path
 
 import psycopg
 
-from tests.sandbox import LocalPostgres, as_user
 from bombom_pipe.schema import grant, upgrade
 from tests.postfix_fixture import Postfix, available, free_port, wait_for
+from tests.sandbox import LocalPostgres, as_user
 
 PIPE_USER = "bombom"
 POSTFIX_DAEMONS = {"master", "qmgr", "pickup", "smtpd", "cleanup", "proxymap", "trivial-rewrite",

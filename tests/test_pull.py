@@ -12,9 +12,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from .sandbox import DELIVER_USER, give
-
 from .conftest import ALICE, BOB, Env
+from .sandbox import DELIVER_USER, give
 from .test_supervisor import misbehaving
 from .test_worker import Worker, message
 

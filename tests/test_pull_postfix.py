@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from .sandbox import LocalPostgres, as_user
-
 from .conftest import ALICE, BOB
 from .postfix_fixture import Postfix, available, wait_for
+from .sandbox import LocalPostgres, as_user
 from .test_postfix import bounces, count, install_env, newsletter, send, smtp, wait_queue_empty
 
 pytestmark = [pytest.mark.postfix,

@@ -19,9 +19,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from .sandbox import DELIVER_USER, give
-
 from .conftest import EXAMPLES, Env
+from .sandbox import DELIVER_USER, give
 from .test_supervisor import misbehaving
 
 DIGEST = (EXAMPLES / "english-digest.eml").read_bytes()

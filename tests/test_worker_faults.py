@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from bombom_pipe.sandbox import LocalPostgres
 
 from . import test_faults as faults
