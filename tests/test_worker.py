@@ -136,15 +136,19 @@ def test_worker_failing_mid_burst_loses_and_duplicates_nothing(
     t0 = time.monotonic()
     codes = burst(env, n, lambda: os.killpg(worker.proc.pid, sig), n // 4, fault)
     took = time.monotonic() - t0
-    assert codes == [0] * n, codes
+    # 75 only where the stopped worker still held the row lock of the very message the cold path
+    # then tried (its transaction was open): Postfix retries those later
+    assert set(codes) <= {0, 75} and codes.count(75) <= 4, codes
     if fault == "SIGSTOP":
         os.killpg(worker.proc.pid, signal.SIGCONT)  # it finishes what it had: duplicates
         time.sleep(2)
+    retry = [i for i, c in enumerate(codes) if c == 75]
+    assert all(env.deliver(message(i, fault)).returncode == 0 for i in retry)
     assert count(db, "SELECT count(*) FROM articles") == n
     assert count(db, "SELECT count(DISTINCT message_id) FROM articles") == n
     assert count(db, "SELECT count(*) FROM deliveries WHERE outcome NOT IN "
                      "('stored', 'duplicate')") == 0
-    print(f"\n{fault} mid-burst: {n} delivered in {took:.1f} s")
+    print(f"\n{fault} mid-burst: {n} delivered in {took:.1f} s, {len(retry)} deferred and retried")
 
 
 def test_gil_spinning_message_is_quarantined_and_others_go_on(

@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bombom_pipe.sandbox import LocalPostgres
 
 from . import test_faults as faults
 from .conftest import Env, fresh_schema, new_env
+from .sandbox import LocalPostgres
 from .test_faults import cluster, tiny_spool  # noqa: F401 - fixtures, used by name
 from .test_worker import Worker, by_worker, with_worker_socket
 
