@@ -273,10 +273,14 @@ worker_mode() {
   esac
 }
 
-# The worker's unit (always; enabled and started only in worker and pull modes), the pull map and
-# Maildir. A changed unit does not make Postfix reload.
+# Worker and pull modes: the worker's unit (enabled and started), the pull map and Maildir. Push
+# mode leaves systemd alone. A changed unit does not make Postfix reload.
 install_worker() {
   local before=$CHANGED unit=$SYSTEMD_DIR/bombom-worker.service changed
+  if [[ $MODE == push ]]; then
+    [[ -f $unit ]] && say "$unit stays; MODE=push configures no worker_socket, so it goes unused"
+    return 0
+  fi
   install -d -m 0755 "$SYSTEMD_DIR"
   install_file "$unit" root:root 0644 < <(render_mode "$HERE/bombom-worker.service")
   changed=$((CHANGED != before)); CHANGED=$before
@@ -286,14 +290,11 @@ install_worker() {
       < <(render_mode "$HERE/bombom-recipients-pull.cf")
   fi
   if [[ ! -d /run/systemd/system ]] || ! command -v systemctl >/dev/null; then
-    [[ $MODE == push ]] || say "no systemd here: start the worker as $PIPE_USER as $unit says"
+    say "no systemd here: start the worker as $PIPE_USER as $unit says"
     return 0
   fi
   ((changed)) && systemctl daemon-reload
-  if [[ $MODE == push ]]; then
-    systemctl is-enabled -q bombom-worker.service 2>/dev/null && \
-      say "bombom-worker.service is enabled, but MODE=push configures no worker_socket"
-  elif ((changed)) || ! systemctl is-active -q bombom-worker.service; then
+  if ((changed)) || ! systemctl is-active -q bombom-worker.service; then
     systemctl enable -q bombom-worker.service
     systemctl restart bombom-worker.service
     say "started bombom-worker.service"
