@@ -88,7 +88,7 @@ def _serve(settings: config.Settings, ctl: socket.socket) -> None:
                 _push(settings, fds[0], kept, log)
             else:
                 _pull(settings, job, ctl.fileno(), kept, log)
-        except Exception as e:  # noqa: BLE001 - push: no verdict makes bombom-deliver go cold
+        except Exception as e:
             log.exception(f"worker job failed: {e}")
             if not fds:
                 protocol.send(ctl.fileno(), {"outcome": "tempfail",

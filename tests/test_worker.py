@@ -108,7 +108,7 @@ def test_without_the_worker_the_cold_path_delivers(env: Env, db: psycopg.Connect
     assert by_worker(env) == 0
 
 
-def burst(env: Env, n: int, fault: callable, at: int, tag: str) -> list[int]:  # noqa: F821
+def burst(env: Env, n: int, fault: callable, at: int, tag: str) -> list[int]:
     """n deliveries, 4 at a time; `fault()` runs once `at` of them have finished."""
     done = threading.Semaphore(0)
     codes: list[int] = [0] * n

@@ -8,10 +8,12 @@ inside the process cannot stop); `X-Test-Parser: sleep` makes it sleep (slow, no
 """
 
 import importlib.abc
+import importlib.machinery
 import importlib.util
 import re
 import sys
 import time
+import types
 
 
 def _misbehave(raw: bytes) -> None:
@@ -22,7 +24,8 @@ def _misbehave(raw: bytes) -> None:
 
 
 class _Wrap(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):  # noqa: ANN001, ANN201
+    def find_spec(self, name: str, path: object, target: object = None
+                  ) -> importlib.machinery.ModuleSpec | None:
         if name != "bombom_pipe.parse":
             return None
         sys.meta_path.remove(self)
@@ -32,11 +35,11 @@ class _Wrap(importlib.abc.MetaPathFinder):
             sys.meta_path.insert(0, self)
         run = spec.loader.exec_module
 
-        def exec_module(module):  # noqa: ANN001, ANN202
+        def exec_module(module: types.ModuleType) -> None:
             run(module)
             real = module.parse_message
 
-            def parse_message(raw, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+            def parse_message(raw: bytes, *args: object, **kwargs: object) -> object:
                 _misbehave(raw)
                 return real(raw, *args, **kwargs)
 
