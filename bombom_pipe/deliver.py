@@ -27,7 +27,7 @@ from .auth import Auth, judge
 from .deadline import GRACE, Deadline, DeadlineExceeded
 from .log import Log
 from .outcomes import Outcome
-from .protocol import PARSE_BUDGET
+from .protocol import PARSE_BUDGET, WORKING
 from .store import Delivery, Result
 
 if TYPE_CHECKING:
@@ -61,11 +61,16 @@ def _parse(raw: bytes, log: Log) -> tuple[ParsedMessage | None, str | None]:
     """(ParsedMessage, None) or (None, why it is quarantined)."""
     from .parse import ParseError, parse_message
 
+    wall, cpu = time.monotonic(), time.process_time()
     try:
         return parse_message(raw), None
     except ParseError as e:
         return None, f"unparsable: {e}"
-    except (DeadlineExceeded, MemoryError):
+    except MemoryError:
+        return None, PARSE_BUDGET
+    except DeadlineExceeded:
+        if time.process_time() - cpu < WORKING * (time.monotonic() - wall):
+            raise
         return None, PARSE_BUDGET
     except Exception as e:  # a parser bug must not cost the message: keep it for replay
         log.exception("parser crashed")

@@ -18,6 +18,9 @@ import os
 
 #: why a message is quarantined when parsing it ran out of time or memory (replayable after a fix)
 PARSE_BUDGET = "unparsable: parse budget exceeded"
+#: at the deadline, a parser that ran at least this share of the time overran (quarantine); one
+#: starved by a loaded machine did not (tempfail: Postfix retries)
+WORKING = 0.5
 MAX_LINE = 4096  # a verdict is one short line; more than this is garbage
 STAGES = ("parse", "store")
 OUTCOMES = ("stored", "duplicate", "quarantined", "nouser", "tempfail")

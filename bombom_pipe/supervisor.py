@@ -179,7 +179,7 @@ def watch(a: Attempt, parse_end: float, store_end: float, budget: float
     ("late", why, stage) (killed after its time), ("failed", why, stage)."""
     poller = select.poll()
     poller.register(a.fd, select.POLLIN)
-    cpu_at_parse = 0.0
+    cpu_at_parse = parse_started = 0.0
     while True:
         while a.pending:
             m = a.pending.pop(0)
@@ -189,6 +189,7 @@ def watch(a: Attempt, parse_end: float, store_end: float, budget: float
                 a.stage = str(m["stage"])
                 if a.stage == "parse":
                     cpu_at_parse = (a.proc() or ("", 0.0))[1]
+                    parse_started = time.monotonic()
         now = time.monotonic()
         state = a.proc()
         if a.stage == "parse":
@@ -197,7 +198,11 @@ def watch(a: Attempt, parse_end: float, store_end: float, budget: float
                 return "overrun", f"parse CPU budget of {budget:g}s", a.stage
             if now >= parse_end:
                 a.kill()
-                return "overrun", "deadline reached while parsing", a.stage
+                ran = state[1] - cpu_at_parse if state else 0.0
+                # starved by a loaded machine (or stalled) is not the message's doing: tempfail
+                if ran >= protocol.WORKING * (now - parse_started):
+                    return "overrun", "deadline reached while parsing", a.stage
+                return "late", "deadline reached while parsing (starved)", a.stage
         end = store_end if a.stage == "store" else parse_end
         if now >= end:
             a.kill()

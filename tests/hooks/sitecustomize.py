@@ -4,7 +4,8 @@ its path, so no mail can trigger it.
 
 A message with the header `X-Test-Parser: spin` makes `parse_message` run a regular expression
 that holds the GIL for minutes without ever checking for signals (the class of bug a deadline
-inside the process cannot stop); `X-Test-Parser: sleep` makes it sleep (slow, not spinning).
+inside the process cannot stop); `loop` spins in Python code; `sleep` makes it stall without
+working, as a parser starved by a loaded machine would.
 """
 
 import importlib.abc
@@ -19,6 +20,9 @@ import types
 def _misbehave(raw: bytes) -> None:
     if b"X-Test-Parser: spin" in raw:
         re.search(r"(?s).*x.*overflow:hidden", "height:0;" * 40_000)
+    elif b"X-Test-Parser: loop" in raw:
+        while True:  # Python code: signals do get through
+            pass
     elif b"X-Test-Parser: sleep" in raw:
         time.sleep(3600)
 
