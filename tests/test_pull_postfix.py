@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import ALICE, BOB
+from .dns_fixture import DnsServer
 from .postfix_fixture import Postfix, available, wait_for
 from .sandbox import LocalPostgres, as_user
 from .test_postfix import bounces, count, install_env, newsletter, send, smtp, wait_queue_empty
@@ -50,8 +51,8 @@ class Installed:
 
 
 @pytest.fixture(scope="module", params=["pull", "worker"])
-def installed(request: pytest.FixtureRequest, pg: LocalPostgres, workdir: Path
-              ) -> Iterator[Installed]:
+def installed(request: pytest.FixtureRequest, pg: LocalPostgres, workdir: Path,
+              dns_server: DnsServer) -> Iterator[Installed]:
     mode = request.param
     base = workdir / f"postfix-{mode}"
     base.mkdir()
@@ -60,7 +61,7 @@ def installed(request: pytest.FixtureRequest, pg: LocalPostgres, workdir: Path
     run.mkdir()
     p = Postfix(base / "instance")
     p.create()
-    p.env = install_env(base, pg, MODE=mode, MAILDIR_BASE=str(base / "maildir"),
+    p.env = install_env(base, pg, dns_server.address, MODE=mode, MAILDIR_BASE=str(base / "maildir"),
                         SYSTEMD_DIR=str(base / "systemd"), WORKER_SOCKET=str(run / "worker.sock"),
                         DEADLINE="10")
     p.install()
