@@ -16,7 +16,10 @@ the whole body: an `l=` shorter than the body leaves room for appended content),
 (a DNS lookup the verdict depends on failed), `fail` (an aligned signature that does not verify,
 or the domain publishes DMARC and nothing aligned passed), `none` (no DMARC record and no aligned
 signature: nothing says either way). SPF is not evaluated: newsletters are DKIM-signed, and the
-envelope path says nothing about the From domain the member sees.
+envelope path says nothing about the From domain the member sees. Because DMARC also passes on
+SPF aligned with From, a `fail` is quarantined under `p=reject` only when the envelope sender's
+domain is not aligned with the From domain (where SPF could have passed, the member sees the
+message, with the verdict `fail` for the app to show).
 """
 
 from __future__ import annotations
@@ -69,15 +72,22 @@ def domain_of(address: str | None) -> str | None:
     return domain or None
 
 
-def judge(settings: Settings, raw: bytes, msg: ParsedMessage | None, remaining: float
-          ) -> tuple[Auth | None, str | None]:
+def judge(settings: Settings, raw: bytes, msg: ParsedMessage | None, remaining: float,
+          envelope_sender: str | None = None) -> tuple[Auth | None, str | None]:
     """The verdict for a parsed message (None for an unparsable one) and, by the operator's
-    policy, why it is quarantined instead of shown. DNS gets at most a third of `remaining`."""
+    policy, why it is quarantined instead of shown. DNS gets at most a third of `remaining`.
+
+    SPF is not evaluated, so an envelope sender aligned with From (where SPF could make DMARC
+    pass) is never quarantined on a DKIM failure alone."""
     if msg is None:
         return None, None
     auth = authenticate(raw, msg.from_address, settings,
                         min(settings.dns_timeout_seconds, remaining / 3))
-    refusal = auth.refusal(domain_of(msg.from_address))
+    from_domain = domain_of(msg.from_address)
+    refusal = auth.refusal(from_domain)
+    bounce_domain = domain_of(envelope_sender)
+    if refusal and from_domain and bounce_domain and aligned(bounce_domain, from_domain):
+        refusal = None
     return auth, refusal if settings.dmarc_reject_quarantine else None
 
 

@@ -159,7 +159,8 @@ def deliver_saved(settings: config.Settings, saved: spool.Saved, envelope: Envel
                          raw_path=str(saved.path), started_at=started,
                          queue_id=envelope.queue_id, envelope_sender=envelope.sender,
                          client_address=envelope.client_address)
-            auth, refusal = judge(settings, raw, msg, deadline.remaining())
+            auth, refusal = judge(settings, raw, msg, deadline.remaining(),
+                                   envelope.sender)
             result = _store_with_retries(settings, deadline, d, msg, reason or refusal, log,
                                          auth, connect)
     except DeadlineExceeded as e:

@@ -177,6 +177,19 @@ def test_dmarc_reject_failure_is_quarantined_and_replayable(
     assert article(db, "subject = %s", "Reset your password")[:3] == ("fail", None, "reject")
 
 
+def test_dmarc_reject_failure_with_an_aligned_envelope_sender_is_shown_not_quarantined(
+        env: Env, db: psycopg.Connection, dns: DnsServer) -> None:
+    """SPF is not evaluated: where it could make DMARC pass, a DKIM failure alone is no reason
+    to hide the message; the member sees it with the verdict `fail`."""
+    dns.txt["_dmarc.example.com"] = ["v=DMARC1; p=reject"]
+    unsigned = mail(subject="Sent from our own server", mid="own@digest.example.com")
+    stored(env.deliver(unsigned, "--sender", "bounces@mail.example.com"))
+    assert article(db)[:3] == ("fail", None, "reject")
+    r = env.deliver(mail(subject="Forged", mid="forged@evil.example.org"),
+                    "--sender", "x@evil.example.org")
+    stored(r, "quarantined")
+
+
 # -- the attacks ----------------------------------------------------------------------------------
 
 def test_a_stranger_cannot_suppress_an_issue_by_its_message_id(
