@@ -24,6 +24,7 @@ from .conftest import EXAMPLES
 from .dns_fixture import shared as shared_dns
 from .postfix_fixture import ROOT, Postfix, available
 from .sandbox import LocalPostgres, wait_for
+from .test_postfix import install_env
 
 pytestmark = [pytest.mark.postfix,
               pytest.mark.skipif(available() is not None, reason=str(available()))]
@@ -40,23 +41,14 @@ def walk(pg: LocalPostgres, workdir: Path) -> Iterator[tuple[Postfix, dict[str, 
     base.mkdir(mode=0o755)
     p = Postfix(base / "instance")
     p.create()
-    env = {
-        "POSTFIX_CONFIG_DIR": str(p.etc),
-        "PREFIX": str(base / "opt"),
-        "CONFIG_FILE": str(base / "etc-bombom" / "bombom.conf"),
-        "SPOOL_DIR": str(base / "spool"),
-        "LOG": str(base / "log" / "deliver.log"),
-        "BIN_DIR": str(base / "bin"),
-        "LOGROTATE_DIR": str(base / "logrotate.d"),
-        "DATABASE": DATABASE,
-        "DELIVERY_DSN": pg.url(DATABASE, user="bombom_deliver"),
-        "LOOKUP_DSN": pg.url(DATABASE, user="bombom_lookup"),
-        "ADMIN_DSN": pg.url(DATABASE, user="bombom_admin"),
-        "DEADLINE": "10",
-        "MAXPROC": "2",
-        "PGHOST": str(pg.sock), "PGPORT": str(pg.port),  # `make db`'s psql: the test cluster
-        "DNS_SERVERS": shared_dns().address,  # DKIM/DMARC lookups: the loopback test server
-    }
+    env = install_env(
+        base, pg, shared_dns().address,  # DKIM/DMARC lookups: the loopback test server
+        POSTFIX_CONFIG_DIR=str(p.etc), DATABASE=DATABASE,
+        DELIVERY_DSN=pg.url(DATABASE, user="bombom_deliver"),
+        LOOKUP_DSN=pg.url(DATABASE, user="bombom_lookup"),
+        ADMIN_DSN=pg.url(DATABASE, user="bombom_admin"),
+        DEADLINE="10", MAXPROC="2",
+        PGHOST=str(pg.sock), PGPORT=str(pg.port))  # `make db`'s psql: the test cluster
     yield p, env
     p.stop()
     with psycopg.connect(pg.url("postgres"), autocommit=True) as conn:
