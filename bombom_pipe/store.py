@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from .auth import Auth
     from .parse import ParsedMessage
+    from .parse.result import Attachment
 
 MAX_KEY = 900  # btree rows must stay well under PostgreSQL's 2704-byte limit
 MAX_ADDRESS = 320
@@ -138,15 +139,30 @@ def find_member(conn: psycopg.Connection, recipient: str) -> int | None:
 
 def _record(conn: psycopg.Connection, d: Delivery, result: Result, member_id: int | None,
             message_id: str | None) -> None:
-    conn.execute(
-        """INSERT INTO deliveries (queue_id, recipient, raw_sha256, outcome, detail, started_at,
-                                   member_id, article_id, message_id, envelope_sender,
-                                   client_address)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
-        (d.queue_id, _short(d.recipient), d.raw_sha256, result.outcome.value, result.detail,
-         d.started_at, member_id, result.article_id, _short(message_id, MAX_KEY),
-         _short(d.envelope_sender), _short(d.client_address)),
-    )
+    insert(conn, "deliveries", delivery_row(d, result, member_id, message_id))
+
+
+def delivery_row(d: Delivery, result: Result, member_id: int | None, message_id: str | None
+                 ) -> dict[str, object]:
+    return {
+        "queue_id": d.queue_id, "recipient": _short(d.recipient), "raw_sha256": d.raw_sha256,
+        "outcome": result.outcome.value, "detail": result.detail, "started_at": d.started_at,
+        "member_id": member_id, "article_id": result.article_id,
+        "message_id": _short(message_id, MAX_KEY), "envelope_sender": _short(d.envelope_sender),
+        "client_address": _short(d.client_address)}
+
+
+def insert(conn: psycopg.Connection, table: str, row: dict[str, object], suffix: str = ""
+           ) -> tuple | None:
+    """INSERT one row given by column name (each name is said once, beside its value);
+    `suffix` is SQL after VALUES, e.g. `ON CONFLICT DO NOTHING RETURNING id`."""
+    from psycopg import sql
+
+    query = sql.SQL("INSERT INTO {} ({}) VALUES ({}) {}").format(
+        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, row)),
+        sql.SQL(", ").join(map(sql.Placeholder, row)), sql.SQL(suffix))  # type: ignore[arg-type]
+    cur = conn.execute(query, row)
+    return cur.fetchone() if cur.description else None
 
 
 #: how each shared newsletter value changes: authenticated mail replaces it (never with NULL);
@@ -254,44 +270,48 @@ def _insert(conn: psycopg.Connection, d: Delivery, msg: ParsedMessage, member_id
             auth: Auth | None, key: str, content: str) -> int | None:
     """The article and its attachments; None when a concurrent run took the key or bytes."""
     newsletter_id = _newsletter(conn, msg, auth is not None and auth.authenticated)
-    u = msg.unsubscribe
     images = list(msg.thumbnail_candidates)
-    row = conn.execute(
-        """INSERT INTO articles (member_id, newsletter_id, dedup_key, message_id, subject,
-                                 from_address, from_name, date_header, sent_at, html,
-                                 text_content, list_id, list_unsubscribe, envelope_sender,
-                                 raw_sha256, raw_path, display_html, preview, unsubscribe_http,
-                                 unsubscribe_mailto, unsubscribe_one_click, web_version_url,
-                                 thumbnail_url, reading_minutes, confirmation_url, charsets,
-                                 replacement_chars, parse_fallbacks, skipped_attachments,
-                                 web_version_target, unsubscribe_http_target, image_urls,
-                                 content_sha256, auth_verdict, auth_signing_domain,
-                                 auth_dmarc_policy, auth_detail)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
-                   %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-           ON CONFLICT DO NOTHING
-           RETURNING id""",
-        (member_id, newsletter_id, key, msg.message_id, msg.subject, _short(msg.from_address),
-         msg.from_name, msg.date_header, msg.sent_at, msg.html, msg.text, msg.list_id,
-         msg.list_unsubscribe, _short(d.envelope_sender), d.raw_sha256, d.raw_path,
-         msg.display_html, msg.preview, u.http, u.mailto, u.one_click, msg.web_version_url,
-         _thumbnail(conn, newsletter_id, msg, images), msg.reading_minutes,
-         msg.confirmation_url, list(msg.charsets), msg.replacement_chars, list(msg.fallbacks),
-         list(msg.skipped_attachments), msg.web_version_target, u.http_target, images, content,
-         auth.verdict if auth else None, auth.signing_domain if auth else None,
-         auth.dmarc_policy if auth else None, auth.detail if auth else None),
-    ).fetchone()
-    if row is None:
+    row = article_row(d, msg, auth, key, content, images) | {
+        "member_id": member_id, "newsletter_id": newsletter_id,
+        "thumbnail_url": _thumbnail(conn, newsletter_id, msg, images)}
+    inserted = insert(conn, "articles", row, "ON CONFLICT DO NOTHING RETURNING id")
+    if inserted is None:
         return None
-    with conn.cursor() as cur:
-        cur.executemany(
-            """INSERT INTO attachments (article_id, filename, content_type, disposition,
-                                        content_id, size, sha256)
-               VALUES (%s, %s, %s, %s, %s, %s, %s)""",
-            [(row[0], a.filename, a.content_type, a.disposition, a.content_id, a.size, a.sha256)
-             for a in msg.attachments],
-        )
-    return row[0]
+    for a in msg.attachments:
+        insert(conn, "attachments", attachment_row(inserted[0], a))
+    return inserted[0]
+
+
+def article_row(d: Delivery, msg: ParsedMessage, auth: Auth | None, key: str, content: str,
+                images: list[str]) -> dict[str, object]:
+    """The `articles` columns that come from the message, by name (the member, newsletter and
+    thumbnail, which need the database, are added by `_insert`)."""
+    u = msg.unsubscribe
+    return {
+        "dedup_key": key, "message_id": msg.message_id, "subject": msg.subject,
+        "from_address": _short(msg.from_address), "from_name": msg.from_name,
+        "date_header": msg.date_header, "sent_at": msg.sent_at, "html": msg.html,
+        "text_content": msg.text, "list_id": msg.list_id,
+        "list_unsubscribe": msg.list_unsubscribe, "envelope_sender": _short(d.envelope_sender),
+        "raw_sha256": d.raw_sha256, "raw_path": d.raw_path, "display_html": msg.display_html,
+        "preview": msg.preview, "unsubscribe_http": u.http, "unsubscribe_mailto": u.mailto,
+        "unsubscribe_one_click": u.one_click, "unsubscribe_http_target": u.http_target,
+        "web_version_url": msg.web_version_url, "web_version_target": msg.web_version_target,
+        "image_urls": images, "reading_minutes": msg.reading_minutes,
+        "confirmation_url": msg.confirmation_url, "charsets": list(msg.charsets),
+        "replacement_chars": msg.replacement_chars, "parse_fallbacks": list(msg.fallbacks),
+        "skipped_attachments": list(msg.skipped_attachments), "content_sha256": content,
+        "auth_verdict": auth.verdict if auth else None,
+        "auth_signing_domain": auth.signing_domain if auth else None,
+        "auth_dmarc_policy": auth.dmarc_policy if auth else None,
+        "auth_detail": auth.detail if auth else None,
+    }
+
+
+def attachment_row(article_id: int, a: Attachment) -> dict[str, object]:
+    return {"article_id": article_id, "filename": a.filename, "content_type": a.content_type,
+            "disposition": a.disposition, "content_id": a.content_id, "size": a.size,
+            "sha256": a.sha256}
 
 
 PREVIOUS_ISSUES = 5  # how many earlier issues of a newsletter show what it repeats
