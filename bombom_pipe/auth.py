@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .config import host_port
+from .log import printable
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -49,6 +50,13 @@ class Auth:
     signing_domain: str | None = None  # d= of the valid signature aligned with From
     dmarc_policy: str | None = None  # p= (sp= for a subdomain) of the record found
     detail: str = ""
+
+    def __post_init__(self) -> None:
+        """Whatever a signature or record quoted is stored and shown: no NUL, no controls."""
+        for name in ("signing_domain", "dmarc_policy", "detail"):
+            value = getattr(self, name)
+            if value is not None and (not value.isprintable() or "\\" in value):
+                object.__setattr__(self, name, printable(value))
 
     @property
     def authenticated(self) -> bool:

@@ -190,6 +190,17 @@ def test_dmarc_reject_failure_with_an_aligned_envelope_sender_is_shown_not_quara
     stored(r, "quarantined")
 
 
+def test_control_characters_quoted_from_a_signature_are_stored_printable(
+        env: Env, db: psycopg.Connection, dns: DnsServer) -> None:
+    """Found by fuzzing: a NUL in a signature's d= reached auth_detail, and PostgreSQL refused
+    the article (quarantined as `database refused`)."""
+    raw = mail().replace(b"\r\n\r\n", b"\r\nDKIM-Signature: v=1; a=rsa-sha256; "
+                         b"d=other.exam\x00ple\x1b.org; s=sel; h=from; bh=AAAA; b=AAAA\r\n\r\n", 1)
+    stored(env.deliver(raw))
+    detail = article(db)[3]
+    assert "\x00" not in detail and "\x1b" not in detail and "other.exam" in detail, detail
+
+
 # -- the attacks ----------------------------------------------------------------------------------
 
 def test_a_stranger_cannot_suppress_an_issue_by_its_message_id(
