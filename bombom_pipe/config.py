@@ -77,11 +77,16 @@ def _text(value: object) -> str:
     return value
 
 
-def _domains(value: object) -> tuple[str, ...]:
+def _strings(value: object, what: str) -> tuple[str, ...]:
+    """A TOML list of strings, or one comma-separated string (the environment's form)."""
     items = value.split(",") if isinstance(value, str) else value
-    if not isinstance(items, list | tuple) or not all(isinstance(d, str) for d in items):
-        raise ValueError("must be a list of domain names")
-    domains = tuple(d.strip().lower() for d in items if d.strip())
+    if not isinstance(items, list | tuple) or not all(isinstance(s, str) for s in items):
+        raise ValueError(f"must be a list of {what}")
+    return tuple(s.strip() for s in items if s.strip())
+
+
+def _domains(value: object) -> tuple[str, ...]:
+    domains = tuple(d.lower() for d in _strings(value, "domain names"))
     if not domains:
         raise ValueError("must name at least one domain")
     return domains
@@ -89,8 +94,6 @@ def _domains(value: object) -> tuple[str, ...]:
 
 def _dsn(value: object) -> str:
     """A connection string libpq can parse; the error never quotes it (it holds a password)."""
-    import re
-
     value = _text(value)
     try:
         from psycopg import ProgrammingError
@@ -112,10 +115,7 @@ def _auth_method(value: object) -> str:
 
 
 def _dns_servers(value: object) -> tuple[str, ...]:
-    items = value.split(",") if isinstance(value, str) else value
-    if not isinstance(items, list | tuple) or not all(isinstance(s, str) for s in items):
-        raise ValueError("must be a list of addresses, e.g. [\"127.0.0.1:5353\"]")
-    servers = tuple(s.strip() for s in items if s.strip())
+    servers = _strings(value, 'addresses, e.g. ["127.0.0.1:5353"]')
     for s in servers:
         host_port(s)
     return servers
