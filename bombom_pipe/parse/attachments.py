@@ -11,6 +11,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
+from . import images
 from .mime import Leaf
 from .result import Attachment
 
@@ -50,6 +51,7 @@ class Files:
     attachments: list[Attachment] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     cid_map: dict[str, str] = field(default_factory=dict)
+    sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # URL -> intrinsic w, h
 
 
 def collect(leaves: list[Leaf], hint: str | None = None) -> Files:
@@ -80,6 +82,8 @@ def collect(leaves: list[Leaf], hint: str | None = None) -> Files:
                 sha256=digest,
             )
         )
+        if size_wh := images.dimensions(leaf.data):
+            files.sizes[attachment_url(digest)] = size_wh
         if leaf.content_id:
             files.cid_map.setdefault(leaf.content_id, attachment_url(digest))
             files.cid_map.setdefault(leaf.content_id.lower(), attachment_url(digest))

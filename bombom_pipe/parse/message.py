@@ -111,6 +111,7 @@ def _parse(raw: bytes, minimal: str | None = None) -> ParsedMessage:
             list_unsubscribe=fields["list_unsubscribe"],
             unsubscribe_post=headers.first("list-unsubscribe-post"),
             cid_map=files.cid_map,
+            image_sizes=files.sizes,
             run=run,
         ),
         newsletter.Findings(),

@@ -136,6 +136,7 @@ def analyse(
     list_unsubscribe: str | None,
     unsubscribe_post: str | None,
     cid_map: dict[str, str],
+    image_sizes: dict[str, tuple[int, int]] | None = None,
     run: Any,
 ) -> Findings:
     """Derive the newsletter fields; ``run.guard`` isolates each heuristic's failures."""
@@ -170,7 +171,8 @@ def analyse(
     )
     if doc is not None:
         found.thumbnail_candidates = tuple(
-            run.guard("thumbnail", lambda: thumbnail_candidates(doc, cid_map, sender_name or ""),
+            run.guard("thumbnail", lambda: thumbnail_candidates(doc, cid_map, sender_name or "",
+                                                     image_sizes or {}),
                       [])
         )
         found.thumbnail_url = found.thumbnail_candidates[0] if found.thumbnail_candidates else None
@@ -455,7 +457,8 @@ def size_hint(src: str) -> tuple[int | None, int | None]:
     return None, None
 
 
-def _content_image(image: Image, brand: str = "") -> bool:
+def _content_image(image: Image, brand: str = "", intrinsic: tuple[int, int] | None = None
+                   ) -> bool:
     if is_tracking_image(image.src, image.width, image.height):
         return False
     path = unquote(image.src.split("?", 1)[0].split("://", 1)[-1].partition("/")[2])
@@ -465,7 +468,7 @@ def _content_image(image: Image, brand: str = "") -> bool:
         return False
     if len(brand) >= 3 and brand.lower() in image.alt.lower() and len(image.alt) <= len(brand) + 15:
         return False  # the sender's own name as a picture's caption: its logo or masthead
-    hinted_w, hinted_h = size_hint(image.src)
+    hinted_w, hinted_h = intrinsic or size_hint(image.src)
     width = image.width if image.width is not None else hinted_w
     if width is not None and hinted_w and width >= 120:
         width = max(width, hinted_w)  # a photo shown small, from a large source
@@ -480,17 +483,18 @@ def _content_image(image: Image, brand: str = "") -> bool:
     return not image.src.lower().split("?", 1)[0].endswith(".svg")
 
 
-def thumbnail_candidates(doc: HtmlDoc, cid_map: dict[str, str], brand: str = "") -> list[str]:
+def thumbnail_candidates(doc: HtmlDoc, cid_map: dict[str, str], brand: str = "",
+                         sizes: dict[str, tuple[int, int]] | None = None) -> list[str]:
     """``og:image``, then the content images in order (no pixels, spacers, logos, icons,
-    mastheads, author photos; ``brand`` is the sender's name). The store drops those that come
-    back in every issue."""
+    mastheads, author photos; ``brand`` is the sender's name; ``sizes`` the intrinsic size of
+    inline parts by URL). The store drops those that come back in every issue."""
     out: list[str] = [doc.og_image] if doc.og_image else []
     for image in doc.images:
         src = image.src
         if src.lower().startswith("cid:"):
             cid = unquote(src[4:]).strip("<>")
             mapped = cid_map.get(cid) or cid_map.get(cid.lower())
-            if mapped and _content_image(image, brand):
+            if mapped and _content_image(image, brand, (sizes or {}).get(mapped)):
                 out.append(mapped)
             continue
         if src.startswith("//"):
