@@ -53,8 +53,8 @@ GOLDEN = [
      "@unsubscribe.mailchimpapp.net?subject=unsubscribe", True, "header"),
     ("unspy-email-analyzer/2023-01-03-oekoligenta.u1.eml", "Wandel-Newsletter Janur 2023",
      "langer@oekoligenta.de",
-     "Wandel-Newsletter Janur 2023 Liebe Leute, das politische Klima ist kälter geworden, "
-     "dafür sind die Temperaturen am Steigen. Umgekehrt wäre uns das",
+     "Liebe Leute, das politische Klima ist kälter geworden, dafür sind die Temperaturen am "
+     "Steigen. Umgekehrt wäre uns das lieber. Trotzdem wollen wir uns",
      "https://oekoligenta.fairmailing.net/lists/?p=unsubscribe"
      "&uid=a3415d1d918ccd0639a9a7a2bc2f3198&jo=1", None, True, "header"),
     ("spamscope-mail-parser/mail_test_13.eml", "New Webinar: So, You Have A Disaster... Now What?",

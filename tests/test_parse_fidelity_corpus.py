@@ -30,7 +30,7 @@ BLIND_FLOOR = {"preview": 0.85, "thumbnail": 0.9, "web_version": 0.95, "unsubscr
 # Per language of the own set; a language without a floor fails the test, so each one added
 # to the set comes with the figures measured on it.
 OWN_FLOOR = {
-    "de": {"preview": 0.75, "thumbnail": 1.0, "web_version": 1.0, "unsubscribe": 1.0},
+    "de": {"preview": 1.0, "thumbnail": 1.0, "web_version": 1.0, "unsubscribe": 1.0},
 }
 FIELDS = tuple(FLOOR)
 

@@ -3,6 +3,7 @@ every listed wording, preheader-named tables that are visible, and previews buil
 
 from __future__ import annotations
 
+import base64
 import tomllib
 from importlib import resources
 
@@ -155,3 +156,24 @@ def test_a_date_inside_the_text_is_kept() -> None:
     text = "2025년 7월 21일에 있었던 일을 정리했습니다. " + FIRST
     m = parse_message(html_mail(f"<p>{text}</p>"))
     assert m.preview.startswith("2025년 7월 21일에 있었던 일")
+
+
+@pytest.mark.parametrize(
+    ("subject", "heading"),
+    [
+        ("Wandel-Newsletter Januar 2023", "Wandel-Newsletter Januar 2023"),
+        ("봄봄 레터 128호: 봄에 읽기 좋은 책", "봄봄 레터 128호 — 봄에 읽기 좋은 책"),
+        ("The Weekly Dispatch", "THE WEEKLY DISPATCH"),
+    ],
+)
+def test_a_leading_heading_that_repeats_the_subject_is_not_the_preview(
+        subject: str, heading: str) -> None:
+    encoded = f"=?utf-8?b?{base64.b64encode(subject.encode()).decode()}?="
+    mail = html_mail(f"<h3>{heading}</h3><p>{FIRST}</p>").replace(
+        b"Subject: weekly", f"Subject: {encoded}".encode())
+    assert parse_message(mail).preview == FIRST
+
+
+def test_a_letter_that_is_only_its_subject_keeps_it_as_the_preview() -> None:
+    mail = html_mail("<h3>weekly</h3>")
+    assert parse_message(mail).preview == "weekly"

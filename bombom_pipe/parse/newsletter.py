@@ -153,9 +153,9 @@ def analyse(
     visible = found.text if found.text else (text or "")
     links = doc.links if doc is not None else text_links(text or visible)
 
-    found.preview = run.guard("preview", lambda: preview(doc, visible), None)
+    found.preview = run.guard("preview", lambda: preview(doc, visible, subject), None)
     if found.preview is None and text and doc is not None:  # an HTML part without text
-        found.preview = run.guard("preview", lambda: preview(None, text), None)
+        found.preview = run.guard("preview", lambda: preview(None, text, subject), None)
     found.reading_minutes = reading_minutes(visible)
     header = parse_list_unsubscribe(list_unsubscribe, unsubscribe_post)
     found.unsubscribe = header or run.guard("unsubscribe", lambda: body_unsubscribe(links), None) \
@@ -215,9 +215,12 @@ def truncate(text: str, limit: int = PREVIEW_CHARS) -> str:
     return text[: cut if cut >= limit * 2 // 3 else limit].rstrip(" ,.;:-|·")
 
 
-def preview(doc: HtmlDoc | None, text: str) -> str | None:
-    """A judged hidden preheader, else the first meaningful visible text."""
+def preview(doc: HtmlDoc | None, text: str, subject: str | None = None) -> str | None:
+    """A judged hidden preheader, else the first meaningful visible text (a heading that only
+    repeats the subject, already the card's title, is not the letter's start)."""
     blocks = doc.blocks if doc is not None else first_lines(text, MAX_TEXT_LINES)
+    title = _words(subject or "")
+    skipped: list[str] = []
     if doc is not None:
         body = collapse(" ".join(blocks[:400]))
         for _, hidden in doc.hidden:
@@ -236,12 +239,21 @@ def preview(doc: HtmlDoc | None, text: str) -> str | None:
             continue
         if not pieces and LEAD_JUNK.search(block):
             continue  # a date, issue number or reading time before the letter starts
+        if not pieces and title and len(block) < 2 * len(subject or "") + 20 \
+                and _words(block) == title:  # (a long block cannot be the title: skip the split)
+            skipped.append(block)
+            continue
         pieces.append(block)
         size += len(block) + 1
         if size >= MIN_PREVIEW_CHARS:
             break
-    joined = _tidy(" ".join(pieces))
+    joined = _tidy(" ".join(pieces or skipped))
     return truncate(joined) if joined else None
+
+
+def _words(text: str) -> str:
+    """``text``'s words only, case-folded: "Vol. 3 — Title" and "VOL 3: title" compare equal."""
+    return " ".join(re.findall(r"\w+", text.casefold()))
 
 
 def first_lines(text: str, count: int) -> list[str]:
