@@ -119,6 +119,25 @@ def test_logo_masthead_author_photo_and_banner_are_not_thumbnails() -> None:
     assert m.thumbnail_candidates == ("https://cdn.example/story.jpg",)
 
 
+@pytest.mark.parametrize(
+    "image",
+    [
+        '<img src="https://cdn.example/imgs/unterschrift-chefredaktion.jpg" width="290">',
+        '<img src="https://cdn.example/imgs/Signatur_Redaktion.png" width="300">',
+        '<img src="https://cdn.example/imgs/a81.png" alt="편집장 서명" width="300">',
+        '<img src="https://cdn.example/imgs/a82.png" alt="編集長の署名" width="300">',
+        '<img src="https://cdn.example/imgs/trennlinie.png" width="600" height="160">',
+    ],
+)
+def test_signatures_and_dividers_named_in_other_languages_are_not_thumbnails(image: str) -> None:
+    """The words that mark a picture as not the letter's own come from the phrase file, in
+    every language it lists."""
+    html = f'<p>Liebe Leserinnen und Leser,</p>{image}<p>Ihre Redaktion</p>' \
+           '<img src="https://cdn.example/imgs/w640_h480_story.jpg" width="160">'
+    m = parse_message(mail(html))
+    assert m.thumbnail_url == "https://cdn.example/imgs/w640_h480_story.jpg"
+
+
 # --- the store: previous issues show which image is the newsletter's own ---
 
 def issue(n: int, photo: str) -> bytes:

@@ -85,12 +85,8 @@ TRACKING_HOST = re.compile(
     r"|klclick\d?\.com|mcsv\.net|exct\.net|sailthru\.com)$",
     re.IGNORECASE,
 )
-NOT_CONTENT_IMAGE = re.compile(  # in a path, class or alt text; "iconos" is not an icon
-    r"(?:logo|spacer|icons?|social|facebook|twitter|instagram|linkedin|youtube|tiktok|pinterest"
-    r"|kakao|badge|button|btn|divider|separator|arrow|bullet|app-?store|google-?play|avatar"
-    r"|masthead|footer|signature|profile|author)s?(?![a-z])|로고|ロゴ",
-    re.IGNORECASE,
-)
+# in a path, class or alt text: logos, icons, buttons, signatures, author photos, ...
+NOT_CONTENT_IMAGE = phrase_pattern("not_content_image")
 # names that mark a masthead only when nothing else describes the image (no alt text), or in
 # the alt text itself: a "header" picture with a caption is the story's picture
 MASTHEAD_HINT = re.compile(r"(?:header|banner|newsletter)(?![a-z])", re.IGNORECASE)
