@@ -177,3 +177,25 @@ def test_a_leading_heading_that_repeats_the_subject_is_not_the_preview(
 def test_a_letter_that_is_only_its_subject_keeps_it_as_the_preview() -> None:
     mail = html_mail("<h3>weekly</h3>")
     assert parse_message(mail).preview == "weekly"
+
+
+@pytest.mark.parametrize(
+    "menu",
+    [
+        '<a href="https://site.example/p">Profile</a> <a href="https://site.example/m">Messages</a>'
+        ' <a href="https://site.example/c">Contacts</a>',
+        '<a href="https://shop.example/a">Angebote</a> | <a href="https://shop.example/r">Rezepte'
+        '</a> | <a href="https://shop.example/f">Filialen</a>',
+        '<a href="https://news.example/1">정치</a>·<a href="https://news.example/2">경제</a>·'
+        '<a href="https://news.example/3">사회</a>',
+    ],
+)
+def test_a_leading_menu_of_links_is_not_the_preview(menu: str) -> None:
+    m = parse_message(html_mail(f"<table><tr><td>{menu}</td></tr></table><p>{FIRST}</p>"))
+    assert m.preview == FIRST
+
+
+def test_a_leading_linked_headline_is_the_preview() -> None:
+    m = parse_message(html_mail('<h2><a href="https://news.example/s">봄에 읽기 좋은 책 다섯 권</a>'
+                                f"</h2><p>{FIRST}</p>"))
+    assert m.preview.startswith("봄에 읽기 좋은 책 다섯 권 " + FIRST[:10])

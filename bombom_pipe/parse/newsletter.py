@@ -217,6 +217,7 @@ def preview(doc: HtmlDoc | None, text: str, subject: str | None = None) -> str |
     blocks = doc.blocks if doc is not None else first_lines(text, MAX_TEXT_LINES)
     title = _words(subject or "")
     skipped: list[str] = []
+    menus = _menu_blocks(doc) if doc is not None else set()
     if doc is not None:
         body = collapse(" ".join(blocks[:400]))
         for _, hidden in doc.hidden:
@@ -225,10 +226,12 @@ def preview(doc: HtmlDoc | None, text: str, subject: str | None = None) -> str |
                 return truncate(candidate) or None
     pieces: list[str] = []
     size = 0
-    for block in blocks:
+    for index, block in enumerate(blocks):
         block = collapse(block)
         if len(block) < 2 or _is_url(block) or not re.search(r"\w", block):
             continue
+        if not pieces and index in menus:
+            continue  # the site's menu above the letter
         if block.startswith(">") or (len(block) < 120 and UNSUBSCRIBE.search(block)):
             continue
         if not (block := without_boilerplate(block)):
@@ -245,6 +248,38 @@ def preview(doc: HtmlDoc | None, text: str, subject: str | None = None) -> str |
             break
     joined = _tidy(" ".join(pieces or skipped))
     return truncate(joined) if joined else None
+
+
+def _menu_blocks(doc: HtmlDoc, scan: int = 40, item: int = 30) -> set[int]:
+    """Indexes among the first ``scan`` blocks that form a menu: a block made of two or more
+    short links' texts, or a run of three or more blocks that are each one short link."""
+    starts: dict[int, int] = {}
+    at = 0
+    for index, block in enumerate(doc.blocks[:scan]):
+        starts[at] = index
+        at += len(block) + 1
+    texts: dict[int, list[str]] = {}
+    for link in doc.links:
+        if link.position >= at:
+            break
+        index = starts.get(link.position)
+        if index is not None and 0 < len(link.text) <= item \
+                and len(doc.blocks[index]) <= 8 * item and link.text in doc.blocks[index]:
+            texts.setdefault(index, []).append(link.text)
+    linked = sorted(i for i, t in texts.items()
+                    if _letters(" ".join(t)) >= _letters(doc.blocks[i]))
+    menus = {i for i in linked if len(texts[i]) >= 2}
+    run: list[int] = []
+    for i in [*linked, -2]:
+        if run and i != run[-1] + 1:
+            menus.update(run if len(run) >= 3 else ())
+            run = []
+        run.append(i)
+    return menus
+
+
+def _letters(text: str) -> int:
+    return sum(len(w) for w in re.findall(r"\w+", text))
 
 
 def _words(text: str) -> str:
