@@ -199,3 +199,17 @@ def test_a_leading_linked_headline_is_the_preview() -> None:
     m = parse_message(html_mail('<h2><a href="https://news.example/s">봄에 읽기 좋은 책 다섯 권</a>'
                                 f"</h2><p>{FIRST}</p>"))
     assert m.preview.startswith("봄에 읽기 좋은 책 다섯 권 " + FIRST[:10])
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        ["(Do Not Reply to this email)", "Customer: jane.doe@example.com"],
+        ["Bitte antworten Sie nicht auf diese E-Mail.", "Abonnent: max@example.de"],
+        ["본 메일은 발신 전용입니다.", "수신자: kim@example.kr"],
+        ["このメールは送信専用です。"],
+    ],
+)
+def test_leading_notices_about_the_mail_itself_are_dropped(lines: list[str]) -> None:
+    top = "".join(f"<p>{line}</p>" for line in lines)
+    assert parse_message(html_mail(top + f"<p>{FIRST}</p>")).preview == FIRST

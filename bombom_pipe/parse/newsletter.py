@@ -50,7 +50,7 @@ TROUBLE_VIEWING = phrase_pattern("trouble_viewing")
 # lines at the top of a letter that say nothing about it
 LEAD_JUNK = re.compile(
     "|".join(phrase_pattern(k).pattern
-             for k in ("reading_time", "issue_number", "date_line", "armor")),
+             for k in ("reading_time", "issue_number", "date_line", "armor", "mail_notice")),
     re.IGNORECASE,
 )
 BOILERPLATE = re.compile(
