@@ -65,9 +65,10 @@ GOLDEN = [
      "@mailin.mcsv.net?subject=unsubscribe", True, "header"),
     ("mikel-mail/content_transfer_encoding_with_8bits.eml", "The Original Advantage #e13011",
      "announcements@provantage.com",
-     # the leading date and issue number and the unsubscribe line are not the letter
-     "Original Advantage Click here (Do Not Reply to this email) PROVANTAGE Customer: "
-     "jeff_dasovich@enron.com",
+     # the leading date, issue number, unsubscribe notice (over two lines), do-not-reply
+     # line and customer address are not the letter
+     "Holiday Gift Ideas for the Computer Professional! 11Mbps Wireless Cable/DSL Router By "
+     "Belkin The Belkin Wireless Cable/DSL Gateway Router lets you",
      "http://www.provantage.com/unsubscribe.htm", None, False, "body"),
     ("apache-james-project/frnog.eml", "[FRnOG] [BIZ] Collecte de liens C2E/CELAN en DOM",
      "ggenty@waycom.net",

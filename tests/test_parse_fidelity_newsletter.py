@@ -213,3 +213,28 @@ def test_a_leading_linked_headline_is_the_preview() -> None:
 def test_leading_notices_about_the_mail_itself_are_dropped(lines: list[str]) -> None:
     top = "".join(f"<p>{line}</p>" for line in lines)
     assert parse_message(html_mail(top + f"<p>{FIRST}</p>")).preview == FIRST
+
+
+@pytest.mark.parametrize(
+    "notice",
+    [
+        "To unsubscribe from the<br>Weekly Digest click here",
+        "Wenn Sie den Newsletter abbestellen<br>möchten, klicken Sie hier",
+        "수신을 원치 않으시면<br>여기를 눌러 주세요",
+    ],
+)
+def test_an_unsubscribe_notice_broken_over_lines_is_skipped_whole(notice: str) -> None:
+    m = parse_message(html_mail(f"<p>{notice}</p><p>{FIRST}</p>"))
+    assert m.preview == FIRST
+
+
+def test_a_finished_unsubscribe_sentence_does_not_swallow_the_next_line() -> None:
+    m = parse_message(html_mail("<p>Unsubscribe here.</p><p>Short news.</p>"
+                                f"<p>{FIRST}</p>"))
+    assert m.preview.startswith("Short news.")
+
+
+def test_a_greeting_after_a_one_word_unsubscribe_link_is_kept() -> None:
+    m = parse_message(html_mail("<p>View in browser | Unsubscribe</p><p>Hi Jane,</p>"
+                                f"<p>{FIRST}</p>"))
+    assert m.preview.startswith("Hi Jane, " + FIRST[:10])

@@ -47,6 +47,7 @@ def phrase_pattern(kind: str) -> re.Pattern[str]:
 UNSUBSCRIBE = phrase_pattern("unsubscribe")
 WEB_VERSION = phrase_pattern("web_version")
 TROUBLE_VIEWING = phrase_pattern("trouble_viewing")
+CLICK_HERE = phrase_pattern("click_here")
 # lines at the top of a letter that say nothing about it
 LEAD_JUNK = re.compile(
     "|".join(phrase_pattern(k).pattern
@@ -226,14 +227,20 @@ def preview(doc: HtmlDoc | None, text: str, subject: str | None = None) -> str |
                 return truncate(candidate) or None
     pieces: list[str] = []
     size = 0
+    unfinished = False  # the last block was an unsubscribe notice cut off mid-sentence
     for index, block in enumerate(blocks):
         block = collapse(block)
         if len(block) < 2 or _is_url(block) or not re.search(r"\w", block):
             continue
         if not pieces and index in menus:
             continue  # the site's menu above the letter
+        if unfinished and len(block) < 80 and CLICK_HERE.search(block):
+            unfinished = False
+            continue  # the rest of that notice, on the next line ("... click here")
         if block.startswith(">") or (len(block) < 120 and UNSUBSCRIBE.search(block)):
+            unfinished = not block.startswith(">") and not _SENTENCE_END.search(block)
             continue
+        unfinished = False
         if not (block := without_boilerplate(block)):
             continue
         if not pieces and LEAD_JUNK.search(block):
@@ -299,6 +306,7 @@ def first_lines(text: str, count: int) -> list[str]:
 
 
 _SENTENCE = re.compile(r"(?<=[.!?…])\s+")
+_SENTENCE_END = re.compile(r"[.!?…。)）]\W*$|(?:다|요|오)\W*$")
 
 
 def without_boilerplate(text: str) -> str:
