@@ -238,3 +238,57 @@ def test_a_greeting_after_a_one_word_unsubscribe_link_is_kept() -> None:
     m = parse_message(html_mail("<p>View in browser | Unsubscribe</p><p>Hi Jane,</p>"
                                 f"<p>{FIRST}</p>"))
     assert m.preview.startswith("Hi Jane, " + FIRST[:10])
+def titled_mail(subject: str, body: str) -> bytes:
+    return html_mail(body).replace(b"Subject: weekly", f"Subject: {subject}".encode())
+
+
+@pytest.mark.parametrize(
+    ("subject", "heading"),
+    [
+        ("봄에 읽기 좋은 책 다섯 권", "봄에 읽기 좋은 책 다섯 권"),
+        ("Wandel-Newsletter Januar 2023", "Wandel-Newsletter Januar 2023"),
+        ("[Weekly] The harbour, rebuilt", "Weekly: the harbour, rebuilt"),
+        ("The harbour, rebuilt: what changed", "The harbour, rebuilt"),
+    ],
+)
+def test_a_heading_that_repeats_the_subject_is_not_the_preview(subject: str, heading: str
+                                                                ) -> None:
+    m = parse_message(titled_mail(subject, f"<h1>{heading}</h1><p>{FIRST}</p>"))
+    assert m.preview == FIRST
+
+
+def test_a_letter_that_says_more_than_its_subject_keeps_its_first_line() -> None:
+    heading = "<h1>Books for the spring, five of them</h1>"
+    m = parse_message(titled_mail("Books", f"{heading}<p>{FIRST}</p>"))
+    assert m.preview.startswith("Books for the spring")
+
+
+@pytest.mark.parametrize(
+    "menu",
+    [
+        ["Профиль", "Сообщения", "Контакты"],
+        ["홈", "지난 호 보기", "구독하기"],
+        ["Home", "Archive", "About us", "Shop"],
+    ],
+)
+def test_a_menu_of_short_links_is_not_the_preview(menu: list[str]) -> None:
+    cells = "".join(f'<td><a href="https://news.example/{i}">{item}</a></td>'
+                    for i, item in enumerate(menu))
+    m = parse_message(html_mail(f"<table><tr>{cells}</tr></table><p>{FIRST}</p>"))
+    assert m.preview == FIRST
+
+
+def test_a_linked_headline_is_the_letter() -> None:
+    headline = "다섯 권의 책으로 만나는 오래된 골목 이야기"
+    m = parse_message(html_mail(f'<h2><a href="https://news.example/a">{headline}</a></h2>'
+                                f"<p>{FIRST}</p>"))
+    assert m.preview.startswith(headline)
+
+
+@pytest.mark.parametrize("name", ["unterschrift_sieben.jpg", "ceo-signature.png", "서명.png",
+                                  "署名.jpg"])
+def test_a_signature_image_is_not_the_thumbnail(name: str) -> None:
+    photo = "https://cdn.news.example/photos/harbour-1200x800.jpg"
+    m = parse_message(html_mail(f'<p>{FIRST}</p><img src="https://cdn.news.example/img/{name}" '
+                                f'width="300" height="120"><p>{FIRST}</p><img src="{photo}">'))
+    assert m.thumbnail_url == photo

@@ -246,7 +246,7 @@ def preview(doc: HtmlDoc | None, text: str, subject: str | None = None) -> str |
         if not pieces and LEAD_JUNK.search(block):
             continue  # a date, issue number or reading time before the letter starts
         if not pieces and title and len(block) < 2 * len(subject or "") + 20 \
-                and _words(block) == title:  # (a long block cannot be the title: skip the split)
+                and _repeats(_words(block), title):  # (a long block is no title: skip the split)
             skipped.append(block)
             continue
         pieces.append(block)
@@ -255,6 +255,11 @@ def preview(doc: HtmlDoc | None, text: str, subject: str | None = None) -> str |
             break
     joined = _tidy(" ".join(pieces or skipped))
     return truncate(joined) if joined else None
+
+
+def _repeats(words: str, title: str) -> bool:
+    """Whether a heading says the subject, or its first three words or more ("Title: teaser")."""
+    return words == title or (title.startswith(words + " ") and words.count(" ") >= 2)
 
 
 def _menu_blocks(doc: HtmlDoc, scan: int = 40, item: int = 30) -> set[int]:
