@@ -325,14 +325,17 @@ def image_key(url: str) -> str:
 def _thumbnail(conn: psycopg.Connection, newsletter_id: int | None, msg: ParsedMessage,
                images: list[str]) -> str | None:
     """The first candidate image that earlier issues of the same newsletter do not also have:
-    an image that comes back in every issue is the newsletter's logo or masthead."""
+    an image that comes back in every issue is the newsletter's logo or masthead. Once the
+    newsletter has been seen authenticated, only its authenticated issues are that history:
+    anyone can send mail with its From to their own address, and must not hide what others see."""
     if not images or newsletter_id is None:
         return msg.thumbnail_url
     rows = conn.execute(
-        """SELECT image_urls FROM articles
-           WHERE newsletter_id = %s AND subject IS DISTINCT FROM %s
-             AND cardinality(image_urls) > 0
-           ORDER BY id DESC LIMIT %s""",
+        """SELECT a.image_urls FROM articles a JOIN newsletters n ON n.id = a.newsletter_id
+           WHERE a.newsletter_id = %s AND a.subject IS DISTINCT FROM %s
+             AND cardinality(a.image_urls) > 0
+             AND (n.authenticated_at IS NULL OR a.auth_verdict = 'pass')
+           ORDER BY a.id DESC LIMIT %s""",
         (newsletter_id, msg.subject, PREVIOUS_ISSUES),
     ).fetchall()
     seen = {image_key(url) for (urls,) in rows for url in urls}

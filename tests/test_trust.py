@@ -255,6 +255,40 @@ def test_first_sighting_fills_the_row_until_authenticated_mail_comes(
                               True, True)
 
 
+def photo_issue(n: int, photo: str) -> bytes:
+    """Issue n: the newsletter's masthead, then the issue's own photo."""
+    body = (f'<img src="https://cdn.{DOMAIN}/top.png" width="600" height="200">'
+            f"<p>Issue {n} text.</p><img src='{photo}' width='600' height='300'>")
+    return mail(subject=f"Issue {n}", mid=f"issue-{n}@{DOMAIN}", body=body)
+
+
+def test_a_stranger_cannot_seed_the_history_that_hides_a_thumbnail(
+        env: Env, db: psycopg.Connection, dns: DnsServer, key: tuple[bytes, str]) -> None:
+    """Images that come back in a newsletter's previous issues are its logo; once the newsletter
+    has been seen authenticated, only its authenticated issues are that history, so mail with its
+    From sent by anyone to their own address cannot hide a real issue's image from others."""
+    cover = f"https://cdn.{DOMAIN}/issue-2.jpg"
+    stored(env.deliver(sign(photo_issue(1, f"https://cdn.{DOMAIN}/issue-1.jpg"), key),
+                       recipient=BOB))
+    for n in (90, 91):  # unsigned, to the stranger's own address, with the next issue's image
+        stored(env.deliver(photo_issue(n, cover), recipient=ALICE))
+    stored(env.deliver(sign(photo_issue(2, cover), key), recipient=BOB))
+    rows = db.execute("SELECT subject, auth_verdict, thumbnail_url FROM articles"
+                      " WHERE member_id = (SELECT id FROM members WHERE address = %s)"
+                      " ORDER BY id", (BOB,)).fetchall()
+    assert rows == [("Issue 1", "pass", f"https://cdn.{DOMAIN}/top.png"),  # no history yet
+                    ("Issue 2", "pass", cover)]  # top.png recurs: the masthead; cover does not
+
+
+def test_unauthenticated_history_counts_while_no_mail_was_authenticated(
+        env: Env, db: psycopg.Connection, dns: DnsServer) -> None:
+    """A newsletter that never signs still has its masthead recognised."""
+    for n in (1, 2):
+        stored(env.deliver(photo_issue(n, f"https://cdn.{DOMAIN}/issue-{n}.jpg")))
+    assert [r[0] for r in db.execute("SELECT thumbnail_url FROM articles ORDER BY id")] == [
+        f"https://cdn.{DOMAIN}/top.png", f"https://cdn.{DOMAIN}/issue-2.jpg"]
+
+
 # -- idempotency ----------------------------------------------------------------------------------
 
 def test_identical_redelivery_is_one_article(env: Env, db: psycopg.Connection, dns: DnsServer,
