@@ -14,6 +14,7 @@ Errors are classified by SQLSTATE class, never by message text (see `is_transien
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -51,14 +52,22 @@ class Result:
     article_id: int | None = None
 
 
+_ENCLOSING = re.compile(r"[\s<>]*")  # what surrounds an address: spaces and angle brackets
+
+
 def normalize_address(address: str) -> str:
-    """Lower-case and drop a `+tag` extension: `Alice+News@Bombom.News` -> `alice@bombom.news`."""
-    address = address.strip().strip("<>").lower()
+    """Lower-case, unwrapped and without a `+tag` extension: `<Alice+News@Bombom.News>` ->
+    `alice@bombom.news`. As with Postfix's recipient_delimiter, a tag is kept when removing it
+    would leave no local part (`+news@bombom.news` is nobody). Idempotent."""
+    address = address.lower()
+    start = _ENCLOSING.match(address).end()  # type: ignore[union-attr]
+    end = len(address) - _ENCLOSING.match(address[::-1]).end()  # type: ignore[union-attr]
+    address = address[start:max(start, end)]
     local, at, domain = address.rpartition("@")
-    if not at:
+    untagged = local.split("+", 1)[0]
+    if not at or not untagged:
         return address
-    local = local.split("+", 1)[0]
-    return f"{local}@{domain}"
+    return f"{untagged}@{domain}"
 
 
 def identity(from_address: str | None, auth: Auth | None) -> str:

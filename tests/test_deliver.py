@@ -119,11 +119,14 @@ def test_plus_extension_and_case_reach_the_member(env: Env, db: psycopg.Connecti
                      "WHERE m.address = %s", ALICE) == 1
 
 
-def test_unknown_recipient_is_67(env: Env, db: psycopg.Connection) -> None:
-    r = env.deliver(DIGEST, recipient="nobody@bombom.news")
+@pytest.mark.parametrize("recipient", ["nobody@bombom.news", "+alice@bombom.news"])
+def test_unknown_recipient_is_67(env: Env, db: psycopg.Connection, recipient: str) -> None:
+    """A tag alone is no local part (as in Postfix's recipient_delimiter): nobody."""
+    r = env.deliver(DIGEST, recipient=recipient)
     assert r.returncode == 67
     assert line(r).startswith("5.1.1 ")
     assert outcomes(db) == ["nouser"]
+    assert db.execute("SELECT detail FROM deliveries").fetchone()[0] == f"no member {recipient}"
     assert count(db, "SELECT count(*) FROM articles") == 0
     assert raw_path(env.spool, hashlib.sha256(DIGEST).hexdigest()).exists()
 

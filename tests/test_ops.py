@@ -55,6 +55,7 @@ def test_members_add_normalizes_once_and_refuses_what_is_no_address(
     address, new = members.add(db, "Carol+News@Bombom.News")
     assert address == "carol@bombom.news" and new
     assert members.add(db, "carol@bombom.news") == ("carol@bombom.news", None)
-    with pytest.raises(ValueError, match="not an address"):
-        members.add(db, "carol")
+    for no_address in ("carol", "+news@bombom.news", "@bombom.news", "carol@", "<>"):
+        with pytest.raises(ValueError, match="not an address"):
+            members.add(db, no_address)
     assert ("carol@bombom.news", 0) in [(m, n) for _, m, n in members.with_counts(db)]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import psycopg
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from psycopg import errors
 
 from bombom_pipe.store import is_transient, normalize_address
@@ -60,7 +62,26 @@ def test_the_class_decides_not_the_message_text() -> None:
     ("\"a@b\"@bombom.news", "\"a@b\"@bombom.news"),  # the last @ separates the domain
     ("ÄLICE@bombom.news", "älice@bombom.news"),
     ("not-an-address", "not-an-address"),  # left for the caller to refuse
+    ("< a@b >", "a@b"),  # spaces inside the brackets too
+    (" <\t< Alice@bombom.news >> ", "alice@bombom.news"),
+    ("+promo@bombom.news", "+promo@bombom.news"),  # a tag alone is no local part: nobody
+    ("<+promo+x@bombom.news>", "+promo+x@bombom.news"),
+    ("a+@bombom.news", "a@bombom.news"),
+    ("@bombom.news", "@bombom.news"),
 ])
 def test_normalize_address(given: str, stored: str) -> None:
     assert normalize_address(given) == stored
     assert normalize_address(stored) == stored
+
+
+#: what addresses are made of, and what normalization treats specially
+ADDRESSY = st.text(alphabet=st.sampled_from("aZİΣς+@<> \t\n\x0b\u3000\u00a0.\"-"), max_size=20)
+
+
+@given(st.one_of(ADDRESSY, st.text(max_size=30)))
+def test_normalize_address_is_idempotent_and_never_empties_a_local_part(given: str) -> None:
+    once = normalize_address(given)
+    assert normalize_address(once) == once
+    local, at, _ = once.rpartition("@")
+    if at and not local:  # only when the input had nothing but spaces and brackets before it
+        assert all(c.isspace() or c in "<>" for c in given.rpartition("@")[0]), given

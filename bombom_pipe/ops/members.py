@@ -14,7 +14,8 @@ def add(conn: psycopg.Connection, address: str) -> tuple[str, int | None]:
     """Add `address` as stored (lower-case, without +tag): (that address, its new id, or None
     when it was a member already). ValueError when it is not an address."""
     address = normalize_address(address)
-    if "@" not in address:
+    local, at, domain = address.rpartition("@")
+    if not (local and at and domain) or "+" in local:  # "+" left: the local part is only a tag
         raise ValueError(f"{address!r} is not an address")
     row = conn.execute(
         "INSERT INTO members (address) VALUES (%s) ON CONFLICT (address) DO NOTHING "
