@@ -183,24 +183,57 @@ link_command() {
   say "linked $link"
 }
 
-# Remember, once, what each setting we change was before (for `uninstall`), and keep backups.
+# The main.cf keys any mode sets (main.cf's and main-pull.cf's), each once.
+all_main_cf_keys() {
+  grep -Ehv '^[[:space:]]*(#|$)' "$HERE/main.cf" "$HERE/main-pull.cf" | sed -E 's/[[:space:]]*=.*//' | awk '!seen[$0]++'
+}
+
+# Remember, once, what each setting any mode changes was before (for `uninstall`, and for a
+# switch of MODE), and keep backups. A record that lacks keys (written by an earlier version for
+# its mode only) gets them as they were in main.cf.bombom-orig, the copy from before that install.
 remember_prior() {
-  [[ -f $PRIOR ]] && return 0
-  local f key
+  local f key keys from=$POSTFIX_CONFIG_DIR
   for f in main.cf master.cf; do
     [[ -f $POSTFIX_CONFIG_DIR/$f.bombom-orig ]] || cp -p "$POSTFIX_CONFIG_DIR/$f" "$POSTFIX_CONFIG_DIR/$f.bombom-orig"
   done
+  keys=$(all_main_cf_keys)
+  if [[ -f $PRIOR ]]; then
+    keys=$(grep -vxFf <(sed -E 's/[[:space:]]*=.*//' "$PRIOR") <<<"$keys" || true)
+    [[ -z $keys ]] && return 0
+    from=$(mktemp -d)
+    for f in main.cf master.cf; do cp "$POSTFIX_CONFIG_DIR/$f.bombom-orig" "$from/$f"; done
+  fi
   {
-    echo "# main.cf before bombom-pipe was installed; 'key =' alone means it was not set"
-    main_cf_settings | while IFS=' =' read -r key _; do
-      pf postconf -n "$key" 2>/dev/null | grep . || echo "$key ="
+    if [[ -f $PRIOR ]]; then
+      cat "$PRIOR"
+    else
+      echo "# main.cf before bombom-pipe was installed; 'key =' alone means it was not set"
+    fi
+    for key in $keys; do
+      postconf -c "$from" -n "$key" 2>/dev/null | grep . || echo "$key ="
     done
   } >"$PRIOR.tmp"
   mv "$PRIOR.tmp" "$PRIOR"
+  [[ $from == "$POSTFIX_CONFIG_DIR" ]] || rm -rf "$from"
+}
+
+# Put one line of $PRIOR back into main.cf: "key = value", or "key =" (not set: removed).
+# Fails when there was nothing to change. (main.cf itself is read for the key: postconf hides
+# a parameter it does not know, e.g. bombom_* once the service is gone.)
+put_back() {
+  local line=$1 key
+  key=${line%%=*}; key=${key%% *}
+  if [[ $line =~ ^[^=]*=[[:space:]]*$ ]]; then
+    grep -Eq "^$key[[:space:]]*=" "$POSTFIX_CONFIG_DIR/main.cf" || return 1
+    pf postconf -X "$key"
+  else
+    [[ "$key = $(pf postconf -nh "$key" 2>/dev/null)" != "$line" ]] || return 1
+    pf postconf -e "$line"
+  fi
 }
 
 apply_postfix() {
-  local entry current line key value
+  local entry current line key value keys
   entry=$(master_cf_entry)
   current=$(pf postconf -M "$SERVICE/unix" 2>/dev/null | tr -s ' \n\t' ' ' | sed 's/ $//')
   # first master.cf, so that postconf knows the bombom_* parameters when main.cf gets them
@@ -217,6 +250,17 @@ apply_postfix() {
     say "main.cf: $key = $value"
     CHANGED=1
   done < <(main_cf_settings)
+  # what another MODE set and this one does not: as it was before the install
+  keys=$(main_cf_settings | sed -E 's/[[:space:]]*=.*//')
+  while IFS= read -r line; do
+    [[ $line == \#* || -z $line ]] && continue
+    key=${line%%=*}; key=${key%% *}
+    grep -qxF "$key" <<<"$keys" && continue
+    if put_back "$line"; then
+      say "main.cf: $key as before the install"
+      CHANGED=1
+    fi
+  done <"$PRIOR"
 }
 
 check_and_reload() {
@@ -353,7 +397,7 @@ refuse_while_queued() {
 
 cmd_uninstall() {
   [[ $(id -u) == 0 ]] || die "run as root"
-  local line key
+  local line
   refuse_while_queued
   if pf postconf -M "$SERVICE/unix" 2>/dev/null | grep -q .; then
     pf postconf -MX "$SERVICE/unix"
@@ -362,18 +406,13 @@ cmd_uninstall() {
   if [[ -f $PRIOR ]]; then
     while IFS= read -r line; do
       [[ $line == \#* || -z $line ]] && continue
-      key=${line%%=*}; key=${key%% *}
-      if [[ $line =~ ^[^=]*=[[:space:]]*$ ]]; then
-        pf postconf -X "$key"
-      else
-        pf postconf -e "$line"
-      fi
+      put_back "$line" || true
     done <"$PRIOR"
     rm -f "$PRIOR"
     say "main.cf: restored the settings from before the install"
   fi
   # bombom_* parameters without the service would only draw "unused parameter" warnings
-  { pf postconf -n | grep -o "^${SERVICE}_[a-z_]*" || true; } | xargs -r -n1 "postconf" -c "$POSTFIX_CONFIG_DIR" -X
+  { grep -Eo "^${SERVICE}_[a-z_]+" "$POSTFIX_CONFIG_DIR/main.cf" || true; } | xargs -r -n1 "postconf" -c "$POSTFIX_CONFIG_DIR" -X
   rm -f "$MAP" "$OLD_PASSFILE"
   uninstall_worker
   CHANGED=1

@@ -368,3 +368,47 @@ def test_uninstall_restores_postfix_then_install_again(postfix: Postfix, pg: Loc
         reinstall(postfix)
     send(postfix, [newsletter(1, "again")], [ALICE])
     wait_articles(pg, 1, 30)
+
+
+PULL_ONLY = ("virtual_mailbox_base", "virtual_uid_maps", "virtual_gid_maps", "virtual_minimum_uid",
+             "virtual_mailbox_limit")
+
+
+def test_uninstall_after_switching_modes_puts_back_what_every_mode_changed(
+        postfix: Postfix, workdir: Path) -> None:
+    """push → pull → worker → push → pull, then uninstall: main.cf as it was before the first
+    install, also when the record of that state was written by an earlier version for push mode's
+    settings only. Each install in between carries only its own mode's settings (switching back
+    to push leaves no virtual(8) settings behind). A second instance, never started; the venv is
+    the module's."""
+    base = workdir / "postfix-modes"
+    base.mkdir()
+    base.chmod(0o755)
+    p = Postfix(base / "instance")
+    p.create()
+    p.env = {**postfix.env, **{name: str(base / path) for name, path in (
+        ("CONFIG_FILE", "etc-bombom/bombom.conf"), ("SPOOL_DIR", "spool"),
+        ("LOG", "log/deliver.log"), ("LOGROTATE_DIR", "logrotate.d"),
+        ("SYSTEMD_DIR", "systemd"), ("MAILDIR_BASE", "maildir"),
+        ("WORKER_SOCKET", "run/worker.sock"))}}
+    p.postconf("virtual_mailbox_base = /srv/mail")  # the operator's own, changed by pull mode
+
+    def settings() -> str:  # main.cf itself: postconf hides what it does not know (bombom_*)
+        return (p.etc / "main.cf").read_text()
+
+    original = settings()
+    modes: dict[str, str] = {}
+    for mode in ("push", "pull", "worker", "push", "pull"):
+        p.install(MODE=mode)
+        if not modes:  # as an earlier version recorded it: push mode's keys only
+            prior = p.etc / "bombom-prior-settings"
+            prior.write_text("".join(line for line in prior.read_text().splitlines(True)
+                                     if not line.startswith(PULL_ONLY)))
+        modes.setdefault(mode, settings())
+        assert settings() == modes[mode], mode  # the same mode, the same main.cf
+    assert modes["push"] == modes["worker"]
+    assert "virtual_uid_maps" in modes["pull"] and "virtual_uid_maps" not in modes["push"]
+    assert "virtual_mailbox_base = /srv/mail" in modes["push"]
+    p.install("uninstall", FORCE="1")  # never started: no queue to read
+    assert settings() == original
+    assert p.run("postconf", "-M", "bombom/unix").stdout == ""
