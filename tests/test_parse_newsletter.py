@@ -9,23 +9,18 @@ import pytest
 
 from bombom_pipe.parse import ParsedMessage, Unsubscribe, parse_message
 
+from .builders import html_message
+
 ARTICLE = ("안녕하세요, 봄봄입니다. 이번 주에는 봄에 읽기 좋은 책 다섯 권을 골랐습니다. "
            "첫 번째 책은 오래된 골목을 걷는 이야기입니다. ") * 20
 LOGO_PNG = b"\x89PNG\r\n\x1a\nlogo-bytes"
 
 
 def html_mail(html: str, *headers: str, related: bytes | None = None) -> bytes:
+    """With `related`, those bytes as the inline image `cid:logo@bombom`."""
     head = ["From: 봄봄 <letter@stibee.example>", "Subject: =?utf-8?B?"
             + base64.b64encode("봄봄 레터".encode()).decode() + "?=", "MIME-Version: 1.0", *headers]
-    if related is None:
-        head.append("Content-Type: text/html; charset=utf-8")
-        return ("\r\n".join(head) + "\r\n\r\n" + html).encode()
-    head.append('Content-Type: multipart/related; boundary="rel"')
-    body = ("--rel\r\nContent-Type: text/html; charset=utf-8\r\n\r\n" + html +
-            "\r\n--rel\r\nContent-Type: image/png\r\nContent-ID: <logo@bombom>\r\n"
-            "Content-Transfer-Encoding: base64\r\n\r\n" + base64.b64encode(related).decode() +
-            "\r\n--rel--\r\n")
-    return ("\r\n".join(head) + "\r\n\r\n" + body).encode()
+    return html_message(head, html, related, "logo@bombom")
 
 
 STIBEE = f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>봄봄</title>

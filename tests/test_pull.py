@@ -12,10 +12,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from .builders import Worker, message, misbehaving, with_parser_hooks
 from .conftest import ALICE, BOB, Env
 from .sandbox import DELIVER_USER, give
-from .test_supervisor import misbehaving
-from .test_worker import Worker, message
 
 
 def drop(maildir: Path, raw: bytes, rcpt: str = ALICE, name: str | None = None) -> Path:
@@ -115,16 +114,7 @@ def test_files_claimed_by_a_dead_worker_are_delivered(env: Env, db: psycopg.Conn
 
 def test_gil_spinning_file_is_quarantined(env: Env, db: psycopg.Connection, maildir: Path,
                                           workdir: Path) -> None:
-    from .test_supervisor import HOOKS
-
-    hooks = workdir / "hooks"
-    if not hooks.exists():
-        import shutil
-
-        shutil.copytree(HOOKS, hooks, ignore=shutil.ignore_patterns("__pycache__"))
-        for p in [hooks, *hooks.rglob("*")]:
-            os.chmod(p, 0o755 if p.is_dir() else 0o644)
-    env.extra_env = {"PYTHONPATH": f"{hooks}:{env.src}", "BOMBOM_DEADLINE_SECONDS": "6"}
+    with_parser_hooks(env, workdir, deadline=6)
     w = Worker(env, "--no-socket", "--maildir", str(maildir), "--processes", "2").start()
     try:
         w.wait_ready()

@@ -6,7 +6,6 @@ makes of the markup. The browser-level check of the same properties is test_sani
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import re
 
@@ -16,6 +15,7 @@ import pytest
 from bombom_pipe.parse import parse_message
 from bombom_pipe.parse.sanitize import MAX_DEPTH, clean_fragment, safe_style
 
+from .builders import html_message
 from .conftest import Env
 
 PIXEL = '<img src="https://t.example/open/x.gif" width=1 height=1>'
@@ -26,18 +26,11 @@ SHA = hashlib.sha256(PNG).hexdigest()
 
 
 def mail(html: str, *headers: str, related: bool = False) -> bytes:
+    """With `related`, PNG as the inline image `cid:logo@news`."""
     head = ["From: Letter <letter@news.example.com>", "Subject: letter", "MIME-Version: 1.0",
             "Message-ID: <" + hashlib.sha256(html.encode()).hexdigest()[:16] + "@news.example.com>",
             *headers]
-    if not related:
-        head.append("Content-Type: text/html; charset=utf-8")
-        return ("\r\n".join(head) + "\r\n\r\n" + html).encode()
-    head.append('Content-Type: multipart/related; boundary="rel"')
-    body = ("--rel\r\nContent-Type: text/html; charset=utf-8\r\n\r\n" + html +
-            "\r\n--rel\r\nContent-Type: image/png\r\nContent-ID: <logo@news>\r\n"
-            "Content-Transfer-Encoding: base64\r\n\r\n" + base64.b64encode(PNG).decode() +
-            "\r\n--rel--\r\n")
-    return ("\r\n".join(head) + "\r\n\r\n" + body).encode()
+    return html_message(head, html, PNG if related else None, "logo@news")
 
 
 def display(html: str, related: bool = False) -> str:

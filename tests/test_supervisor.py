@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -16,29 +15,16 @@ import pytest
 
 from bombom_pipe.spool import raw_path
 
-from .conftest import EXAMPLES, Env
+from .builders import DIGEST, misbehaving, with_parser_hooks
+from .conftest import Env
 
-DIGEST = (EXAMPLES / "english-digest.eml").read_bytes()
-HOOKS = Path(__file__).resolve().parent / "hooks"
 DEADLINE = 8
-
-
-def misbehaving(kind: str, tag: str = "x") -> bytes:
-    return (f"X-Test-Parser: {kind}\r\n".encode()
-            + DIGEST.replace(b"<digest-2026-11-30@", f"<{kind}-{tag}@".encode()))
 
 
 @pytest.fixture
 def hooked(env: Env, workdir: Path) -> Env:
     """The delivery environment with the misbehaving parser hook on PYTHONPATH."""
-    hooks = workdir / "hooks"
-    if not hooks.exists():
-        shutil.copytree(HOOKS, hooks, ignore=shutil.ignore_patterns("__pycache__"))
-        for p in [hooks, *hooks.rglob("*")]:
-            os.chmod(p, 0o755 if p.is_dir() else 0o644)
-    env.extra_env = {"PYTHONPATH": f"{hooks}:{env.src}",
-                     "BOMBOM_DEADLINE_SECONDS": str(DEADLINE)}
-    return env
+    return with_parser_hooks(env, workdir, DEADLINE)
 
 
 def one_line(r: subprocess.CompletedProcess[bytes]) -> str:

@@ -9,7 +9,6 @@ import contextlib
 import os
 import signal
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -19,59 +18,16 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from .conftest import EXAMPLES, Env
-from .sandbox import DELIVER_USER, give
-from .test_supervisor import misbehaving
-
-DIGEST = (EXAMPLES / "english-digest.eml").read_bytes()
-
-
-def message(i: int, tag: str = "w") -> bytes:
-    return DIGEST.replace(b"<digest-2026-11-30@", f"<{tag}-{i}@".encode())
-
-
-class Worker:
-    """A `bombom worker` process for one delivery environment, as the delivery user."""
-
-    def __init__(self, env: Env, *args: str) -> None:
-        self.env = env
-        self.args = args
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def argv(self) -> list[str]:
-        base = self.env.argv(config=False)
-        assert base[-2:] == ["-m", "bombom_pipe.entry"]
-        return [*base[:-2], "-m", "bombom_pipe.admin", "--config", str(self.env.config),
-                "worker", *self.args]
-
-    def start(self) -> Worker:
-        self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     start_new_session=True)
-        return self
-
-    def wait_ready(self, what: str = "worker started", timeout: float = 30) -> None:
-        end = time.monotonic() + timeout
-        while what not in self.env.log.read_text():
-            assert self.proc and self.proc.poll() is None, "worker exited"
-            assert time.monotonic() < end, "worker did not start"
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGCONT)
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        if self.proc:
-            self.proc.wait(10)
-
-
-def with_worker_socket(env: Env) -> Path:
-    run = env.base / "run"
-    run.mkdir(mode=0o700)
-    give(run, DELIVER_USER)
-    sock = run / "worker.sock"
-    env.write_config(env.config.read_text() + f'worker_socket = "{sock}"\n')
-    return sock
+from .builders import (
+    DIGEST,
+    Worker,
+    by_worker,
+    message,
+    misbehaving,
+    with_parser_hooks,
+    with_worker_socket,
+)
+from .conftest import Env
 
 
 @pytest.fixture
@@ -85,10 +41,6 @@ def worker(env: Env) -> Iterator[Worker]:
 
 def count(db: psycopg.Connection, sql: str) -> int:
     return db.execute(sql).fetchone()[0]
-
-
-def by_worker(env: Env) -> int:
-    return env.log.read_text().count("bombom-worker[")
 
 
 def test_the_worker_delivers(env: Env, db: psycopg.Connection, worker: Worker) -> None:
@@ -153,16 +105,7 @@ def test_worker_failing_mid_burst_loses_and_duplicates_nothing(
 
 def test_gil_spinning_message_is_quarantined_and_others_go_on(
         env: Env, db: psycopg.Connection, workdir: Path) -> None:
-    from .test_supervisor import HOOKS
-
-    hooks = workdir / "hooks"
-    if not hooks.exists():
-        import shutil
-
-        shutil.copytree(HOOKS, hooks, ignore=shutil.ignore_patterns("__pycache__"))
-        for p in [hooks, *hooks.rglob("*")]:
-            os.chmod(p, 0o755 if p.is_dir() else 0o644)
-    env.extra_env = {"PYTHONPATH": f"{hooks}:{env.src}", "BOMBOM_DEADLINE_SECONDS": "8"}
+    with_parser_hooks(env, workdir, deadline=8)
     with_worker_socket(env)
     w = Worker(env, "--processes", "2").start()
     try:

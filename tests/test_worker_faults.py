@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from . import test_faults as faults
+from .builders import Worker, by_worker, with_worker_socket
 from .conftest import Env, fresh_schema, new_env
 from .sandbox import LocalPostgres
 from .test_faults import cluster, tiny_spool  # noqa: F401 - fixtures, used by name
-from .test_worker import Worker, by_worker, with_worker_socket
 
 
 @pytest.fixture
