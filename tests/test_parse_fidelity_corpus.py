@@ -31,6 +31,7 @@ BLIND_FLOOR = {"preview": 0.97, "thumbnail": 1.0, "web_version": 1.0, "unsubscri
 # to the set comes with the figures measured on it.
 OWN_FLOOR = {
     "de": {"preview": 1.0, "thumbnail": 1.0, "web_version": 1.0, "unsubscribe": 1.0},
+    "ko": {"preview": 0.0, "thumbnail": 0.0, "web_version": 0.0, "unsubscribe": 0.0},
 }
 FIELDS = tuple(FLOOR)
 

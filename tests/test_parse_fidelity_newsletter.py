@@ -292,3 +292,19 @@ def test_a_signature_image_is_not_the_thumbnail(name: str) -> None:
     m = parse_message(html_mail(f'<p>{FIRST}</p><img src="https://cdn.news.example/img/{name}" '
                                 f'width="300" height="120"><p>{FIRST}</p><img src="{photo}">'))
     assert m.thumbnail_url == photo
+
+
+# --- Korean top bars: the web version under other names, and no preview made of them ---
+
+@pytest.mark.parametrize(("bar", "web"), [
+    ("<a href='https://news.example/web/20'>잘림 없이 읽기</a> | "
+     "<a href='https://news.example/app'>앱에서 보기</a>", "https://news.example/web/20"),
+    ("<a href='https://news.example/web/21'>새 창에서 보기</a>│"
+     "<a href='https://news.example/kakao'>카카오톡 알림받기</a>", "https://news.example/web/21"),
+    ("<a href='https://news.example/web/22'>쾌적하게 보기</a> Ι "
+     "<a href='https://news.example/join'>구독하기</a>", "https://news.example/web/22"),
+], ids=["read-uncut", "new-window", "comfortable"])
+def test_korean_web_version_wordings_in_a_top_bar(bar: str, web: str) -> None:
+    m = parse_message(html_mail(f"<div>뉴스 레터 2025.07.21. 월요일 | {bar}</div><p>{FIRST}</p>"))
+    assert m.web_version_url == web
+    assert m.preview is not None and m.preview.startswith(FIRST[:20])
