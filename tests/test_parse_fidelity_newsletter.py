@@ -308,3 +308,23 @@ def test_korean_web_version_wordings_in_a_top_bar(bar: str, web: str) -> None:
     m = parse_message(html_mail(f"<div>뉴스 레터 2025.07.21. 월요일 | {bar}</div><p>{FIRST}</p>"))
     assert m.web_version_url == web
     assert m.preview is not None and m.preview.startswith(FIRST[:20])
+
+
+# --- what comes before the letter: mastheads, link bars, dates ---
+
+def test_leading_blocks_made_of_links_are_not_the_preview() -> None:
+    m = parse_message(html_mail(
+        "<div><a href='https://news.example/'><p>봄봄레터</p></a></div>"
+        "<h1><a href='https://news.example/1'>오늘의 레터</a></h1>"
+        "<div><a href='https://news.example/kakao'>알림받기</a> | "
+        f"<a href='https://news.example/dict'>경제사전</a></div><p>{FIRST}</p>"))
+    assert m.preview is not None and m.preview.startswith(FIRST[:20])
+
+
+def test_masthead_text_above_the_web_version_line_is_not_the_preview() -> None:
+    m = parse_message(html_mail(
+        "<p>봄봄 데일리</p><p>이 메일이 잘 안보이시나요? "
+        f"<a href='https://news.example/web/30'>웹에서 보기</a></p><p>{FIRST}</p>"))
+    assert m.web_version_url == "https://news.example/web/30"
+    assert m.preview is not None and m.preview.startswith(FIRST[:20])
+

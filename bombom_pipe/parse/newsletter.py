@@ -19,7 +19,7 @@ from urllib.parse import unquote
 
 from . import clicks
 from .headers import decode_words
-from .html import HtmlDoc, Image, Link, collapse
+from .html import PREHEADER_WINDOW, HtmlDoc, Image, Link, collapse
 from .result import Unsubscribe
 from .urls import public_url, stored_url
 
@@ -228,7 +228,9 @@ def preview(doc: HtmlDoc | None, text: str, subject: str | None = None) -> str |
     pieces: list[str] = []
     size = 0
     unfinished = False  # the last block was an unsubscribe notice cut off mid-sentence
+    start = 0
     for index, block in enumerate(blocks):
+        block_start, start = start, start + len(block) + 1
         block = collapse(block)
         if len(block) < 2 or _is_url(block) or not re.search(r"\w", block):
             continue
@@ -241,7 +243,10 @@ def preview(doc: HtmlDoc | None, text: str, subject: str | None = None) -> str |
             unfinished = not block.startswith(">") and not _SENTENCE_END.search(block)
             continue
         unfinished = False
-        if not (block := without_boilerplate(block)):
+        kept = without_boilerplate(block)
+        if kept != block and block_start < PREHEADER_WINDOW and size < MIN_PREVIEW_CHARS:
+            pieces, size = [], 0  # what stands above the "view in browser" line is the masthead
+        if not (block := kept):
             continue
         if not pieces and LEAD_JUNK.search(block):
             continue  # a date, issue number or reading time before the letter starts
