@@ -328,3 +328,10 @@ def test_masthead_text_above_the_web_version_line_is_not_the_preview() -> None:
     assert m.web_version_url == "https://news.example/web/30"
     assert m.preview is not None and m.preview.startswith(FIRST[:20])
 
+
+def test_a_date_in_front_of_the_preheader_is_dropped() -> None:
+    m = parse_message(html_mail(
+        "<div style='display:none'>25.07.21 (월) 오늘의 단어는 '여름휴가'입니다. "
+        "예문과 함께 알아봐요</div>"
+        f"<p>{FIRST}</p>"))
+    assert m.preview is not None and m.preview.startswith("오늘의 단어는")

@@ -222,7 +222,7 @@ def preview(doc: HtmlDoc | None, text: str, subject: str | None = None) -> str |
     if doc is not None:
         body = collapse(" ".join(blocks[:400]))
         for _, hidden in doc.hidden:
-            candidate = _tidy(without_boilerplate(collapse(hidden)))
+            candidate = without_lead_junk(_tidy(without_boilerplate(collapse(hidden))))
             if good_preheader(candidate, body):
                 return truncate(candidate) or None
     pieces: list[str] = []
@@ -326,6 +326,16 @@ def without_boilerplate(text: str) -> str:
     kept = _tidy(" ".join(s for s in _SENTENCE.split(text)
                           if len(s) >= 120 or not BOILERPLATE.search(s)))
     return kept if len(kept) >= 25 else ""  # what is left of "…? Click here" is no text
+
+
+def without_lead_junk(text: str) -> str:
+    """``text`` without the date, issue number or reading time it starts with (a preheader
+    made of the issue's date and then its summary: ``26.08.06 (목) '오늘의 단어'. …``)."""
+    words = text.split(" ", 3)
+    for count in range(min(3, len(words) - 1), 0, -1):
+        if LEAD_JUNK.search(" ".join(words[:count])):
+            return " ".join(words[count:])
+    return text
 
 
 PREHEADER_MIN_CHARS = 20  # shorter hidden text must be found in the letter to be trusted
