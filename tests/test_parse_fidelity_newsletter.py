@@ -335,3 +335,14 @@ def test_a_date_in_front_of_the_preheader_is_dropped() -> None:
         "예문과 함께 알아봐요</div>"
         f"<p>{FIRST}</p>"))
     assert m.preview is not None and m.preview.startswith("오늘의 단어는")
+
+
+# --- thumbnails: what the picture's own name and link say ---
+
+def test_a_newsletter_folder_does_not_make_a_picture_a_masthead() -> None:
+    src = "https://img.news.example/newsletter_list_1/9f8e7d.jpg"
+    m = parse_message(html_mail(f"<p>{FIRST}</p><img src='{src}' width='600' height='300'>"))
+    assert m.thumbnail_url == src
+    named = "https://img.news.example/img/newsletter_header.jpg"
+    m = parse_message(html_mail(f"<p>{FIRST}</p><img src='{named}' width='600' height='300'>"))
+    assert m.thumbnail_url is None

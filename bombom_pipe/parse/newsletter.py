@@ -516,6 +516,12 @@ def is_tracking_image(src: str, width: int | None, height: int | None) -> bool:
     return bool(TRACKING_HOST.search(host)) and (width is None or height is None)
 
 
+def _file_name(path: str) -> str:
+    """The last segment of an image's path: a folder named for the newsletter holds its
+    pictures of every kind, so only the file's own name can call it a masthead."""
+    return path.rstrip("/").rpartition("/")[2]
+
+
 def size_hint(src: str) -> tuple[int | None, int | None]:
     """Width and height an image URL declares for itself (CDN resize parameters, file names)."""
     path = src.split("#", 1)[0]
@@ -535,7 +541,8 @@ def _content_image(image: Image, brand: str = "", intrinsic: tuple[int, int] | N
     path = unquote(image.src.split("?", 1)[0].split("://", 1)[-1].partition("/")[2])
     if NOT_CONTENT_IMAGE.search(image.hints) or NOT_CONTENT_IMAGE.search(path):
         return False
-    if MASTHEAD_HINT.search(image.alt) or (not image.alt and MASTHEAD_HINT.search(path)):
+    name = _file_name(path)
+    if MASTHEAD_HINT.search(image.alt) or (not image.alt and MASTHEAD_HINT.search(name)):
         return False
     if len(brand) >= 3 and brand.lower() in image.alt.lower() and len(image.alt) <= len(brand) + 15:
         return False  # the sender's own name as a picture's caption: its logo or masthead
