@@ -346,3 +346,18 @@ def test_a_newsletter_folder_does_not_make_a_picture_a_masthead() -> None:
     named = "https://img.news.example/img/newsletter_header.jpg"
     m = parse_message(html_mail(f"<p>{FIRST}</p><img src='{named}' width='600' height='300'>"))
     assert m.thumbnail_url is None
+
+
+@pytest.mark.parametrize(("sender", "masthead"), [
+    ("봄봄레터", "<a href='https://news.example/'>봄봄레터</a>"),
+    ("BombomNews", "<a href='https://news.example/'><b>Bombom</b> News <i>Weekly</i></a>"),
+    ("봄봄레터", "<span>봄봄 레터</span>"),
+], ids=["linked-name", "name-run-on", "plain-name"])
+def test_the_senders_name_at_the_top_is_not_the_preview(sender: str, masthead: str) -> None:
+    raw = html_mail(f"<div>{masthead}</div><p>{FIRST}</p>").replace(
+        b"From: Letter", f"From: {sender}".encode())
+    m = parse_message(raw)
+    assert m.preview is not None and m.preview.startswith(FIRST[:20])
+    m = parse_message(html_mail(f"<div>{masthead}</div>").replace(
+        b"From: Letter", f"From: {sender}".encode()))
+    assert m.preview is not None  # nothing else: the name is better than no preview

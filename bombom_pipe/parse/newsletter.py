@@ -150,9 +150,11 @@ def analyse(
     visible = found.text if found.text else (text or "")
     links = doc.links if doc is not None else text_links(text or visible)
 
-    found.preview = run.guard("preview", lambda: preview(doc, visible, subject), None)
+    found.preview = run.guard("preview", lambda: preview(doc, visible, subject, sender_name),
+                              None)
     if found.preview is None and text and doc is not None:  # an HTML part without text
-        found.preview = run.guard("preview", lambda: preview(None, text, subject), None)
+        found.preview = run.guard("preview", lambda: preview(None, text, subject, sender_name),
+                                  None)
     found.reading_minutes = reading_minutes(visible)
     header = parse_list_unsubscribe(list_unsubscribe, unsubscribe_post)
     found.unsubscribe = header or run.guard("unsubscribe", lambda: body_unsubscribe(links), None) \
@@ -212,11 +214,13 @@ def truncate(text: str, limit: int = PREVIEW_CHARS) -> str:
     return text[: cut if cut >= limit * 2 // 3 else limit].rstrip(" ,.;:-|·")
 
 
-def preview(doc: HtmlDoc | None, text: str, subject: str | None = None) -> str | None:
+def preview(doc: HtmlDoc | None, text: str, subject: str | None = None,
+            sender: str | None = None) -> str | None:
     """A judged hidden preheader, else the first meaningful visible text (a heading that only
     repeats the subject, already the card's title, is not the letter's start)."""
     blocks = doc.blocks if doc is not None else first_lines(text, MAX_TEXT_LINES)
     title = _words(subject or "")
+    brand = _words(sender or "").replace(" ", "")
     skipped: list[str] = []
     menus = _menu_blocks(doc) if doc is not None else set()
     if doc is not None:
@@ -248,6 +252,9 @@ def preview(doc: HtmlDoc | None, text: str, subject: str | None = None) -> str |
             pieces, size = [], 0  # what stands above the "view in browser" line is the masthead
         if not (block := kept):
             continue
+        if not pieces and _names_brand(block, brand):
+            skipped.append(block)
+            continue  # the sender's name at the top: the masthead, in text
         if not pieces and LEAD_JUNK.search(block):
             continue  # a date, issue number or reading time before the letter starts
         if not pieces and title and len(block) < 2 * len(subject or "") + 20 \
@@ -260,6 +267,15 @@ def preview(doc: HtmlDoc | None, text: str, subject: str | None = None) -> str |
             break
     joined = _tidy(" ".join(pieces or skipped))
     return truncate(joined) if joined else None
+
+
+def _names_brand(block: str, brand: str) -> bool:
+    """Whether a short heading is the sender's name, alone or with a word run on ("GeekNews"
+    for "GeekNewsWeekly"); spacing and case aside."""
+    if len(brand) < 3 or len(block) > len(brand) + 20 or _SENTENCE_END.search(block):
+        return False
+    words = _words(block).replace(" ", "")
+    return words.startswith(brand) and len(words) <= len(brand) + 10
 
 
 def _repeats(words: str, title: str) -> bool:
