@@ -31,7 +31,8 @@ BLIND_FLOOR = {"preview": 0.97, "thumbnail": 1.0, "web_version": 1.0, "unsubscri
 # to the set comes with the figures measured on it.
 OWN_FLOOR = {
     "de": {"preview": 1.0, "thumbnail": 1.0, "web_version": 1.0, "unsubscribe": 1.0},
-    "ko": {"preview": 0.0, "thumbnail": 0.0, "web_version": 0.0, "unsubscribe": 0.0},
+    # measured 9/10, 2/3, 10/10, 10/10 (before the Korean fixes: 4/10, 2/3, 8/10, 10/10)
+    "ko": {"preview": 0.9, "thumbnail": 0.66, "web_version": 1.0, "unsubscribe": 1.0},
 }
 FIELDS = tuple(FLOOR)
 
