@@ -11,7 +11,7 @@ import dataclasses
 import itertools
 import re
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -452,73 +452,74 @@ def _href_words(href: str) -> str:
     return unquote(href)[:500]
 
 
-def body_unsubscribe(links: list[Link]) -> Unsubscribe | None:
-    """An unsubscribe link from the body: anchor text, href, or the words right before it."""
+def _best_link(links: list[Link], score: Callable[[Link], int]) -> Link | None:
+    """The first of the links with the highest score above 0."""
     best: tuple[int, Link] | None = None
     for link in links:
-        lower = link.href.lower()
-        if not (_web(link.href) or lower.startswith("mailto:")):
-            continue
+        points = score(link)
+        if points and (best is None or points > best[0]):
+            best = (points, link)
+    return best[1] if best else None
+
+
+def body_unsubscribe(links: list[Link]) -> Unsubscribe | None:
+    """An unsubscribe link from the body: anchor text, href, or the words right before it."""
+
+    def score(link: Link) -> int:
+        if not (_web(link.href) or link.href.lower().startswith("mailto:")):
+            return 0
         if WEB_VERSION.search(link.text) or CONFIRM_LINK_TEXT.search(link.text):
-            continue
-        score = 0
+            return 0
         if UNSUBSCRIBE.search(link.text):
-            score = 3
-        elif UNSUBSCRIBE.search(_href_words(link.href)):
-            score = 2
-        elif len(link.text) <= 30 and UNSUBSCRIBE.search(link.before[-80:]):
-            score = 1
-        if score and (best is None or score > best[0]):
-            best = (score, link)
-    if best is None:
+            return 3
+        if UNSUBSCRIBE.search(_href_words(link.href)):
+            return 2
+        return int(len(link.text) <= 30 and bool(UNSUBSCRIBE.search(link.before[-80:])))
+
+    if (best := _best_link(links, score)) is None:
         return None
-    href = best[1].href
-    if href.lower().startswith("mailto:"):
-        return Unsubscribe(mailto=href, source="body")
-    return Unsubscribe(http=href, source="body")
+    if best.href.lower().startswith("mailto:"):
+        return Unsubscribe(mailto=best.href, source="body")
+    return Unsubscribe(http=best.href, source="body")
 
 
 def web_version(links: list[Link]) -> str | None:
     """The "view in browser" / "웹에서 보기" link."""
-    best: tuple[int, Link] | None = None
-    for link in links:
+
+    def score(link: Link) -> int:
         if not _web(link.href) or UNSUBSCRIBE.search(link.text):
-            continue
-        score = 0
+            return 0
         short = len(link.text) <= 30
         if WEB_VERSION.search(link.text):
-            score = 3
-        elif TROUBLE_VIEWING.search(link.text) or short and (
+            return 3
+        if TROUBLE_VIEWING.search(link.text) or short and (
                 TROUBLE_VIEWING.search(link.before) or TROUBLE_VIEWING.search(link.after[:80])):
-            score = 2
-        elif short and (WEB_VERSION.search(link.before[-40:])
-                        or WEB_VERSION.search(link.after[:60])):
-            score = 1
-        if score and (best is None or score > best[0]):
-            best = (score, link)
-    return best[1].href if best else None
+            return 2
+        return int(short and bool(WEB_VERSION.search(link.before[-40:])
+                                  or WEB_VERSION.search(link.after[:60])))
+
+    best = _best_link(links, score)
+    return best.href if best else None
 
 
 def confirmation(subject: str | None, text: str, links: list[Link]) -> str | None:
     """The confirmation link of a "confirm your subscription" mail, else None."""
     if not (CONFIRM_CONTEXT.search(subject or "") or CONFIRM_CONTEXT.search(text[:3000])):
         return None
-    best: tuple[int, Link] | None = None
-    for link in links:
+
+    def score(link: Link) -> int:
         if not _web(link.href) or UNSUBSCRIBE.search(link.text) or WEB_VERSION.search(link.text):
-            continue
+            return 0
         if UNSUBSCRIBE.search(_href_words(link.href)):
-            continue
-        score = 0
+            return 0
         if CONFIRM_LINK_TEXT.search(link.text):
-            score = 3
-        elif CONFIRM_LINK_HREF.search(link.href):
-            score = 2
-        elif len(link.text) <= 30 and CONFIRM_CONTEXT.search(link.before):
-            score = 1
-        if score and (best is None or score > best[0]):
-            best = (score, link)
-    return best[1].href if best else None
+            return 3
+        if CONFIRM_LINK_HREF.search(link.href):
+            return 2
+        return int(len(link.text) <= 30 and bool(CONFIRM_CONTEXT.search(link.before)))
+
+    best = _best_link(links, score)
+    return best.href if best else None
 
 
 def is_tracking_image(src: str, width: int | None, height: int | None) -> bool:
