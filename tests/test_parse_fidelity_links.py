@@ -13,7 +13,8 @@ import pytest
 
 from bombom_pipe.parse import parse_message
 from bombom_pipe.parse.clicks import target
-from bombom_pipe.parse.newsletter import is_tracking_image, size_hint
+from bombom_pipe.parse.images import is_tracking_image
+from bombom_pipe.parse.newsletter import size_hint
 
 from .conftest import Env
 

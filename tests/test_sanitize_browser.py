@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from bombom_pipe.parse import parse_message
-from bombom_pipe.parse.newsletter import is_tracking_image
+from bombom_pipe.parse.images import is_tracking_image
 from bombom_pipe.parse.urls import public_url
 
 from .conftest import corpus_files

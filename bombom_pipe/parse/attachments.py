@@ -10,6 +10,7 @@ import hashlib
 import re
 import unicodedata
 from dataclasses import dataclass, field
+from urllib.parse import unquote
 
 from . import images
 from .mime import Leaf
@@ -25,6 +26,15 @@ _UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 def attachment_url(sha256: str) -> str:
     """The app URL of a stored part."""
     return f"/attachments/{sha256}"
+
+
+def inline_url(cid_map: dict[str, str], src: str) -> str | None:
+    """The app URL of the inline part a ``cid:`` reference names (RFC 2392: percent-encoded,
+    compared as written or lower-cased), else None."""
+    if src[:4].lower() != "cid:":
+        return None
+    cid = unquote(src[4:]).strip().strip("<>")
+    return cid_map.get(cid) or cid_map.get(cid.lower())
 
 
 def sanitize_filename(name: str | None) -> str | None:
@@ -54,7 +64,7 @@ class Files:
     sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # URL -> intrinsic w, h
 
 
-def collect(leaves: list[Leaf], hint: str | None = None) -> Files:
+def collect(leaves: list[Leaf]) -> Files:
     """Turn non-body leaves into Attachments, in order, within the count and size limits."""
     files = Files()
     total = 0

@@ -1,16 +1,46 @@
-"""An image's intrinsic width and height, read from the first bytes of PNG, GIF, JPEG or WebP.
+"""What an image is, before anyone fetches it: an open-tracking pixel (by its size or URL), and
+its intrinsic width and height, read from the first bytes of PNG, GIF, JPEG or WebP.
 
 Inline (``cid:``) images often carry no width/height attributes; their own header says whether
 they are a logo strip or a picture. Hand-read because the formats are fixed and tiny here, and the
 general libraries cost tens of milliseconds to import in a process that starts per message.
+Used by the thumbnail choice (``newsletter``) and the display HTML (``sanitize``).
 """
 
 from __future__ import annotations
 
+import re
 import struct
+
+# open-tracking pixels by URL shape
+TRACKING_SRC = re.compile(
+    r"/open(?:[./?_-]|$)|/track|tracking|pixel|beacon|/o\.gif|/wf/open|/e/o/|spacer|blank\.gif"
+    r"|transparent\.(?:gif|png)|1x1|/imp(?:[./?]|$)|/trk|openrate|/t\.gif|/mo/|emimp|/pxl"
+    r"|/v\d/open|/ss/o/|/e2t/o/|/CI0/|read-?receipt",
+    re.IGNORECASE,
+)
+# hosts that serve open-tracking pixels (the image often has no width or height)
+TRACKING_HOST = re.compile(
+    r"^(?:open|opens|track|tracking|trk|pixel|px|beacon|stats?|analytics)[.\d-]"
+    r"|(?:^|\.)(?:google-analytics\.com|doubleclick\.net|list-manage\.com|sendgrid\.net"
+    r"|mandrillapp\.com|mailtrack\.io|hubspotemail\.net|hubspotlinks\.com|awstrack\.me"
+    r"|klclick\d?\.com|mcsv\.net|exct\.net|sailthru\.com)$",
+    re.IGNORECASE,
+)
 
 JPEG_SCAN_LIMIT = 1 << 20  # EXIF and ICC come first; a frame header beyond this is junk
 _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame markers
+
+
+def is_tracking_image(src: str, width: int | None, height: int | None) -> bool:
+    """Open-tracking pixels: 0/1-pixel images, well-known tracking URL shapes or hosts."""
+    if width is not None and width <= 2 or height is not None and height <= 2:
+        return True
+    bare = src.split("#", 1)[0]
+    if TRACKING_SRC.search(bare):
+        return True
+    host = bare.split("://", 1)[-1].split("/", 1)[0].split("@")[-1].split(":")[0]
+    return bool(TRACKING_HOST.search(host)) and (width is None or height is None)
 
 
 def dimensions(data: bytes) -> tuple[int, int] | None:

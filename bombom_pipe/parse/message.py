@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from . import bodies, mime
 from .charsets import clean_text, decode_fragment, prior
@@ -19,9 +18,7 @@ from .headers import (
     parse_params,
     to_bytes,
 )
-from .result import Attachment, ParsedMessage, ParseError, Unsubscribe
-
-T = TypeVar("T")
+from .result import Attachment, ParsedMessage, ParseError, Run, Unsubscribe
 
 MAX_FIRST_ADDRESS_CHARS = 2048  # From, Sender, ...: read for their first address only
 
@@ -52,22 +49,8 @@ def parse_message(raw: bytes) -> ParsedMessage:
             raise ParseError(f"parser failure: {type(again).__name__}") from again
 
 
-class _Run:
-    """Collects fallbacks while running guarded stages."""
-
-    def __init__(self) -> None:
-        self.fallbacks: list[str] = []
-
-    def guard(self, stage: str, func: Callable[[], T], default: T) -> T:
-        try:
-            return func()
-        except Exception as exc:  # noqa: BLE001 - a failing stage costs only its own field
-            self.fallbacks.append(f"{stage}: failed ({type(exc).__name__}), skipped")
-            return default
-
-
 def _parse(raw: bytes, minimal: str | None = None) -> ParsedMessage:
-    run = _Run()
+    run = Run()
     if minimal is None:
         msg, notes = mime.load(raw)
     else:
@@ -99,7 +82,7 @@ def _parse(raw: bytes, minimal: str | None = None) -> ParsedMessage:
     from . import attachments, newsletter
 
     files = run.guard(
-        "attachments", lambda: attachments.collect(chosen.others, hint), attachments.Files()
+        "attachments", lambda: attachments.collect(chosen.others), attachments.Files()
     )
     extra = run.guard(
         "newsletter",
@@ -161,7 +144,7 @@ def _damaged(msg: Any, headers: Headers) -> bool:
     )
 
 
-def _header_fields(headers: Headers, hint: str | None, run: _Run) -> dict[str, Any]:
+def _header_fields(headers: Headers, hint: str | None, run: Run) -> dict[str, Any]:
     def text(name: str) -> str | None:
         value = headers.first(name)
         if value is None:

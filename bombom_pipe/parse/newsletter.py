@@ -14,13 +14,15 @@ import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
 from urllib.parse import unquote
 
-from . import clicks
+from . import clicks, sanitize
+from .attachments import inline_url
 from .headers import decode_words
-from .html import PREHEADER_WINDOW, HtmlDoc, Image, Link, collapse
-from .result import Unsubscribe
+from .html import PREHEADER_WINDOW, HtmlDoc, Image, Link, collapse, fallback_text
+from .html import load as load_html
+from .images import is_tracking_image
+from .result import Run, Unsubscribe
 from .urls import public_url, stored_url
 
 PREVIEW_CHARS = 150
@@ -72,20 +74,6 @@ CONFIRM_LINK_TEXT = re.compile(
     re.IGNORECASE,
 )
 CONFIRM_LINK_HREF = re.compile(r"confirm|verif|activat|opt-?in|/doi\b|subscribe/confirm", re.I)
-TRACKING_SRC = re.compile(
-    r"/open(?:[./?_-]|$)|/track|tracking|pixel|beacon|/o\.gif|/wf/open|/e/o/|spacer|blank\.gif"
-    r"|transparent\.(?:gif|png)|1x1|/imp(?:[./?]|$)|/trk|openrate|/t\.gif|/mo/|emimp|/pxl"
-    r"|/v\d/open|/ss/o/|/e2t/o/|/CI0/|read-?receipt",
-    re.IGNORECASE,
-)
-# hosts that serve open-tracking pixels (the image often has no width or height)
-TRACKING_HOST = re.compile(
-    r"^(?:open|opens|track|tracking|trk|pixel|px|beacon|stats?|analytics)[.\d-]"
-    r"|(?:^|\.)(?:google-analytics\.com|doubleclick\.net|list-manage\.com|sendgrid\.net"
-    r"|mandrillapp\.com|mailtrack\.io|hubspotemail\.net|hubspotlinks\.com|awstrack\.me"
-    r"|klclick\d?\.com|mcsv\.net|exct\.net|sailthru\.com)$",
-    re.IGNORECASE,
-)
 # in a path, class or alt text: logos, icons, buttons, signatures, author photos, ...
 NOT_CONTENT_IMAGE = phrase_pattern("not_content_image")
 # names that mark a masthead only when nothing else describes the image (no alt text), or in
@@ -134,19 +122,16 @@ def analyse(
     unsubscribe_post: str | None,
     cid_map: dict[str, str],
     image_sizes: dict[str, tuple[int, int]] | None = None,
-    run: Any,
+    run: Run,
 ) -> Findings:
     """Derive the newsletter fields; ``run.guard`` isolates each heuristic's failures."""
-    from . import html as html_mod
-    from . import sanitize
-
     found = Findings()
     doc: HtmlDoc | None = None
     if html:
-        doc = run.guard("html", lambda: html_mod.load(html), None)
+        doc = run.guard("html", lambda: load_html(html), None)
         if doc is not None and doc.truncated:
             run.fallbacks.append("html: over the analysis size limit, analysed a prefix")
-        found.text = doc.text if doc is not None else html_mod.fallback_text(html)
+        found.text = doc.text if doc is not None else fallback_text(html)
     visible = found.text if found.text else (text or "")
     links = doc.links if doc is not None else text_links(text or visible)
 
@@ -522,17 +507,6 @@ def confirmation(subject: str | None, text: str, links: list[Link]) -> str | Non
     return best.href if best else None
 
 
-def is_tracking_image(src: str, width: int | None, height: int | None) -> bool:
-    """Open-tracking pixels: 0/1-pixel images, well-known tracking URL shapes or hosts."""
-    if width is not None and width <= 2 or height is not None and height <= 2:
-        return True
-    bare = src.split("#", 1)[0]
-    if TRACKING_SRC.search(bare):
-        return True
-    host = bare.split("://", 1)[-1].split("/", 1)[0].split("@")[-1].split(":")[0]
-    return bool(TRACKING_HOST.search(host)) and (width is None or height is None)
-
-
 def _file_name(path: str) -> str:
     """The last segment of an image's path: a folder named for the newsletter holds its
     pictures of every kind, so only the file's own name can call it a masthead."""
@@ -587,8 +561,7 @@ def thumbnail_candidates(doc: HtmlDoc, cid_map: dict[str, str], brand: str = "",
     for image in doc.images:
         src = image.src
         if src.lower().startswith("cid:"):
-            cid = unquote(src[4:]).strip("<>")
-            mapped = cid_map.get(cid) or cid_map.get(cid.lower())
+            mapped = inline_url(cid_map, src)
             if mapped and _content_image(image, brand, (sizes or {}).get(mapped)):
                 out.append(mapped)
             continue

@@ -6,12 +6,31 @@ field is free of NUL and lone surrogates so it can go straight into PostgreSQL t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class ParseError(Exception):
     """The message is unusable; the caller quarantines it with `str(self)` as the reason."""
+
+
+class Run:
+    """One parse's guarded stages: a failing stage costs only its own field, and says so in
+    ``fallbacks`` (stored with the article)."""
+
+    def __init__(self) -> None:
+        self.fallbacks: list[str] = []
+
+    def guard(self, stage: str, func: Callable[[], T], default: T) -> T:
+        try:
+            return func()
+        except Exception as exc:  # noqa: BLE001 - a failing stage costs only its own field
+            self.fallbacks.append(f"{stage}: failed ({type(exc).__name__}), skipped")
+            return default
 
 
 @dataclass(frozen=True, slots=True)

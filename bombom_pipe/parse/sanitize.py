@@ -10,7 +10,7 @@ allowlist of tags, attributes, URL schemes and CSS properties. Three steps, all 
    viewport units, no negative margins, no percentage heights; ``position`` is not allowed).
 2. A linear scan of that (balanced, escaped) output drops hidden subtrees (``display:none``,
    ``visibility:hidden``, ``opacity:0``, zero-size with ``overflow:hidden``, ``hidden``) with
-   everything in them, tracking images (``newsletter.is_tracking_image``: 0-2 px, beacon URL
+   everything in them, tracking images (``images.is_tracking_image``: 0-2 px, beacon URL
    shapes and hosts; or inside a box of at most 2 px), and depth past MAX_DEPTH. (``<details>``
    is not kept: closed, it hides what it holds.)
 3. ``nh3.clean`` again with the same filter, where an image may keep only a ``src`` that step 2
@@ -25,11 +25,11 @@ from __future__ import annotations
 import html as html_lib
 import re
 from collections.abc import Callable
-from urllib.parse import unquote
 
 from . import urls
+from .attachments import inline_url
 from .html import HtmlDoc, analysed_prefix
-from .newsletter import is_tracking_image
+from .images import is_tracking_image
 
 MAX_DEPTH = 200  # deeper markup is flattened to its text
 RAW_DEPTH = 256  # cap on the raw markup's nesting, before nh3 parses it
@@ -165,8 +165,7 @@ def _attribute_filter(cid_map: dict[str, str], approved: set[str] | None
             return urls.public_url(value)
         if attribute == "src":
             if value.lower().startswith("cid:"):
-                cid = unquote(value[4:]).strip().strip("<>")
-                value = cid_map.get(cid) or cid_map.get(cid.lower()) or ""
+                value = inline_url(cid_map, value) or ""
             src = urls.stored_url(value)
             return src if approved is None or src in approved else None
         if attribute == "target":
