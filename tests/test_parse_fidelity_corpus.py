@@ -5,7 +5,9 @@ README): expectations.toml, written from each mail's source and corrected after 
 and expectations-blind.toml, written later from the sources alone without seeing the first
 file or the parser's output. And the project's own set (expectations-own.toml, the mails under
 tests/data/newsletters/mails/), measured per language. Prints accuracy per field against each
-and keeps it from falling below the measured floor."""
+and keeps it from falling below the measured floor. The own set's held-out letters
+(`heldout = true`, taken after the fixes they would measure were made) are printed as their
+own figure and have no floor: they measure, they do not gate."""
 
 from __future__ import annotations
 
@@ -24,11 +26,13 @@ BLIND = DATA / "expectations-blind.toml"
 OWN = DATA / "expectations-own.toml"
 MAILS = tomllib.loads(EXPECTATIONS.read_text("utf-8"))["mail"]
 BLIND_MAILS = tomllib.loads(BLIND.read_text("utf-8"))["mail"]
-OWN_MAILS = tomllib.loads(OWN.read_text("utf-8"))["mail"]
+OWN_ALL = tomllib.loads(OWN.read_text("utf-8"))["mail"]
+OWN_MAILS = [m for m in OWN_ALL if not m.get("heldout")]
+HELD_OUT = [m for m in OWN_ALL if m.get("heldout")]
 FLOOR = {"preview": 1.0, "thumbnail": 1.0, "web_version": 1.0, "unsubscribe": 0.97}
 BLIND_FLOOR = {"preview": 0.97, "thumbnail": 1.0, "web_version": 1.0, "unsubscribe": 1.0}
-# Per language of the own set; a language without a floor fails the test, so each one added
-# to the set comes with the figures measured on it.
+# Per language of the own set, held-out letters left out; a language without a floor fails the
+# test, so each one added to the set comes with the figures measured on it.
 OWN_FLOOR = {
     "de": {"preview": 1.0, "thumbnail": 1.0, "web_version": 1.0, "unsubscribe": 1.0},
     # measured 9/10, 2/3, 10/10, 10/10 (before the Korean fixes: 4/10, 2/3, 8/10, 10/10)
@@ -104,7 +108,7 @@ def test_accuracy_against_blind_expectations() -> None:
 
 def test_own_expectations_cover_the_own_mails() -> None:
     on_disk = {p.relative_to(DATA).as_posix() for p in (DATA / "mails").rglob("*.eml")}
-    files = [m["file"] for m in OWN_MAILS]
+    files = [m["file"] for m in OWN_ALL]
     assert len(set(files)) == len(files)
     assert sorted(set(files) ^ on_disk) == []
 
@@ -116,3 +120,15 @@ def test_accuracy_own_set() -> None:
         accuracy, misses = measure(mails, f"{OWN.name} [{lang}]", DATA)
         assert lang in OWN_FLOOR, f"no floor for {lang}: {accuracy}"
         assert all(accuracy[f] >= OWN_FLOOR[lang][f] for f in FIELDS), (lang, accuracy, misses)
+
+
+def test_held_out_set_is_measured_not_gated() -> None:
+    """The held-out figure, per field, printed; no floor. Fails only if a held-out letter cannot be
+    read, parsed or judged, or if one would also count towards the tuned set's floors."""
+    assert HELD_OUT, "no held-out letters"
+    assert not {m["file"] for m in HELD_OUT} & {m["file"] for m in OWN_MAILS}
+    assert all(m["heldout"] is True and m["lang"] for m in HELD_OUT)
+    for lang in sorted({m["lang"] for m in HELD_OUT}):
+        mails = [m for m in HELD_OUT if m["lang"] == lang]
+        accuracy, _ = measure(mails, f"{OWN.name} [{lang}, held out]", DATA)
+        assert set(accuracy) == set(FIELDS)
