@@ -361,3 +361,31 @@ def test_the_senders_name_at_the_top_is_not_the_preview(sender: str, masthead: s
     m = parse_message(html_mail(f"<div>{masthead}</div>").replace(
         b"From: Letter", f"From: {sender}".encode()))
     assert m.preview is not None  # nothing else: the name is better than no preview
+
+
+@pytest.mark.parametrize(("lang", "text"), examples("arrival"))
+def test_a_preheader_announcing_the_letter_gives_way_to_the_letter(lang: str, text: str) -> None:
+    """The same "your letter is here" every issue says nothing of this one, hidden or on top."""
+    hidden = f'<div style="display:none">{text}. 글을 읽고 생각을 남겨 보세요.</div>'
+    assert parse_message(html_mail(hidden + f"<p>{FIRST}</p>")).preview == FIRST
+    assert parse_message(html_mail(f"<p>{text}</p><p>{FIRST}</p>")).preview == FIRST
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        ["토요일의 레터", "2026. 8. 1. (토)", "No.7 · 용기"],
+        ["The Sunday Letter", "July 21, 2025"],
+        ["Wochenpost", "21. Juli 2025", "Ausgabe 17"],
+        ["Morning Brief", "Vol. 12 | Spring"],
+    ],
+)
+def test_a_label_above_the_date_or_issue_line_is_the_masthead(lines: list[str]) -> None:
+    top = "".join(f"<p>{line}</p>" for line in lines)
+    assert parse_message(html_mail(top + f"<p>{FIRST}</p>")).preview == FIRST
+
+
+def test_a_sentence_before_a_date_line_is_the_letter() -> None:
+    opening = "지난주에 보내 주신 답장을 모두 읽었습니다, 고맙습니다."
+    m = parse_message(html_mail(f"<p>{opening}</p><p>2026. 8. 1.</p><p>{FIRST}</p>"))
+    assert m.preview.startswith(opening)

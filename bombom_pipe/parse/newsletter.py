@@ -29,6 +29,7 @@ PREVIEW_CHARS = 150
 MAX_TEXT_LINES = 5000  # lines of a plain-text body read for the preview and links
 MAX_TEXT_LINKS = 5000  # URLs read from a plain-text body
 MIN_PREVIEW_CHARS = 100
+MASTHEAD_CHARS = 40  # a newsletter's name or label above its date line (no sentence), at most
 
 
 def _load_phrases() -> dict[str, dict[str, dict[str, list[str]]]]:
@@ -50,6 +51,7 @@ UNSUBSCRIBE = phrase_pattern("unsubscribe")
 WEB_VERSION = phrase_pattern("web_version")
 TROUBLE_VIEWING = phrase_pattern("trouble_viewing")
 CLICK_HERE = phrase_pattern("click_here")
+ARRIVAL = phrase_pattern("arrival")  # "your newsletter is here": says nothing of this letter
 # lines at the top of a letter that say nothing about it
 LEAD_JUNK = re.compile(
     "|".join(phrase_pattern(k).pattern
@@ -240,8 +242,13 @@ def preview(doc: HtmlDoc | None, text: str, subject: str | None = None,
         if not pieces and _names_brand(block, brand):
             skipped.append(block)
             continue  # the sender's name at the top: the masthead, in text
-        if not pieces and LEAD_JUNK.search(block):
-            continue  # a date, issue number or reading time before the letter starts
+        if LEAD_JUNK.search(block) and block_start < PREHEADER_WINDOW and size < MASTHEAD_CHARS \
+                and not any(_SENTENCE_END.search(piece) for piece in pieces):
+            skipped.extend(pieces)
+            pieces, size = [], 0  # a date, issue number or reading time: what stood above it
+            continue  # was the masthead, and the letter starts after it
+        if not pieces and len(block) < 80 and ARRIVAL.search(block):
+            continue
         if not pieces and title and len(block) < 2 * len(subject or "") + 20 \
                 and _repeats(_words(block), title):  # (a long block is no title: skip the split)
             skipped.append(block)
@@ -346,11 +353,13 @@ _HASHTAG = re.compile(r"#[^\s#]+")
 def good_preheader(candidate: str, body: str) -> bool:
     """Whether hidden preheader text can stand for the letter: not boilerplate, a URL, a date or
     reading time, not hashtags alone (often left over from an earlier issue), and long enough
-    unless the letter itself says the same."""
+    unless the letter itself says the same; not an announcement that a letter has arrived."""
     if len(candidate) < 5 or _is_url(candidate) or BOILERPLATE.search(candidate):
         return False
     if LEAD_JUNK.search(candidate) or not re.search(r"\w", _HASHTAG.sub("", candidate)):
         return False
+    if ARRIVAL.search(candidate[:120]):
+        return False  # the same announcement every issue
     return len(candidate) >= PREHEADER_MIN_CHARS or candidate[:60] in body
 
 
