@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -62,13 +63,18 @@ class Settings:
                 f"domains={self.domains!r})")
 
 
-def _deadline(value: object) -> float:
-    if isinstance(value, bool):
-        raise ValueError("not a number")
-    seconds = float(value)  # type: ignore[arg-type]
-    if not 1 <= seconds <= 3600:
-        raise ValueError("must be between 1 and 3600 seconds")
-    return seconds
+def _seconds(low: float, high: float) -> Callable[[object], float]:
+    """A converter for a number of seconds between `low` and `high`."""
+
+    def convert(value: object) -> float:
+        if isinstance(value, bool):
+            raise ValueError("not a number")
+        seconds = float(value)  # type: ignore[arg-type]
+        if not low <= seconds <= high:
+            raise ValueError(f"must be between {low:g} and {high:g} seconds")
+        return seconds
+
+    return convert
 
 
 def _text(value: object) -> str:
@@ -134,15 +140,6 @@ def host_port(server: str) -> tuple[str, int]:
     return host, int(port or 53)
 
 
-def _dns_timeout(value: object) -> float:
-    if isinstance(value, bool):
-        raise ValueError("not a number")
-    seconds = float(value)  # type: ignore[arg-type]
-    if not 0.1 <= seconds <= 30:
-        raise ValueError("must be between 0.1 and 30 seconds")
-    return seconds
-
-
 def _bool(value: object) -> bool:
     if isinstance(value, bool):
         return value
@@ -156,14 +153,14 @@ AUTH_METHODS = ("dkim", "authentication-results")
 _CONVERT = {
     "database_url": _dsn,
     "spool_dir": lambda v: Path(_text(v)),
-    "deadline_seconds": _deadline,
+    "deadline_seconds": _seconds(1, 3600),
     "log": _text,
     "admin_database_url": _dsn,
     "domains": _domains,
     "auth_method": _auth_method,
     "authserv_id": _text,
     "dns_servers": _dns_servers,
-    "dns_timeout_seconds": _dns_timeout,
+    "dns_timeout_seconds": _seconds(0.1, 30),
     "dmarc_reject_quarantine": _bool,
     "worker_socket": _text,
 }

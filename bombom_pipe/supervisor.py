@@ -288,8 +288,9 @@ def deliver(settings: config.Settings, job: dict, deadline_end: float, log: Log
     budget = child.parse_cpu_budget(settings.deadline_seconds)
     store_end = deadline_end + GRACE
     qid = (job["envelope"].get("queue_id") or "-")
+    late = Outcome.TEMPFAIL, f"deadline of {settings.deadline_seconds:g}s reached"
+    job["deadline"] = _epoch(deadline_end - CHILD_MARGIN)
     if settings.worker_socket:
-        job["deadline"] = _epoch(deadline_end - CHILD_MARGIN)
         a = ask_worker(settings.worker_socket, job, log)
         if a is not None:
             kind, what, stage = watch(a, deadline_end, store_end, budget)
@@ -300,8 +301,7 @@ def deliver(settings: config.Settings, job: dict, deadline_end: float, log: Log
                 return _quarantine(settings, job, what, log)
             log.error(f"{qid}: worker: {what} (stage {stage})")
             if kind == "late" or deadline_end - time.monotonic() < MIN_COLD:
-                return Outcome.TEMPFAIL, f"deadline of {settings.deadline_seconds:g}s reached"
-    job["deadline"] = _epoch(deadline_end - CHILD_MARGIN)
+                return late  # else the cold path, with the time left
     a = fork(settings, job)
     kind, what, stage = watch(a, deadline_end, store_end, budget)
     a.close()
@@ -311,7 +311,7 @@ def deliver(settings: config.Settings, job: dict, deadline_end: float, log: Log
         return _quarantine(settings, job, what, log)
     log.error(f"{qid}: delivery process: {what} (stage {stage})")
     if kind == "late":
-        return Outcome.TEMPFAIL, f"deadline of {settings.deadline_seconds:g}s reached"
+        return late
     return Outcome.TEMPFAIL, f"delivery process failed ({what})"
 
 
