@@ -90,7 +90,7 @@ def deliver(settings: config.Settings, job: dict, fd: int, connect: Connect | No
 
     from .deadline import Deadline, DeadlineExceeded
     from .deliver import Envelope, deliver_saved
-    from .log import Log, dsn_secrets
+    from .log import Log
 
     sha = str(job["sha256"])
     if len(sha) != 64 or not all(c in "0123456789abcdef" for c in sha):
@@ -98,7 +98,7 @@ def deliver(settings: config.Settings, job: dict, fd: int, connect: Connect | No
     saved = spool.Saved(sha, spool.raw_path(settings.spool_dir, sha), int(job.get("size", 0)))
     envelope = Envelope(**{k: v for k, v in dict(job.get("envelope") or {}).items()
                            if k in Envelope.__dataclass_fields__})
-    log = Log(settings.log, ident=ident, secrets=dsn_secrets(settings.database_url))
+    log = Log.for_settings(settings, ident)
     deadline = Deadline(settings.deadline_seconds)  # as configured, for the reasons given
     deadline.end = time.monotonic() + float(job["deadline"]) - time.time()  # what is left
     cpu_backstop(parse_cpu_budget(settings.deadline_seconds))

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from . import child, config, protocol, spool
 from .deadline import GRACE
-from .log import Log, dsn_secrets
+from .log import Log
 from .maildir import Maildir, envelope
 
 IDENT = "bombom-worker"
@@ -74,7 +74,7 @@ class KeptConnection:
 def _serve(settings: config.Settings, ctl: socket.socket) -> None:
     """The loop of one delivery process: a job from the dispatcher, then {"idle": true}."""
     kept = KeptConnection()
-    log = Log(settings.log, ident=IDENT, secrets=dsn_secrets(settings.database_url))
+    log = Log.for_settings(settings, IDENT)
     while True:
         try:
             data, fds, _, _ = socket.recv_fds(ctl, 4096, 1)
@@ -397,5 +397,5 @@ class Worker:
 
 def serve(settings: config.Settings, socket_path: str | None, processes: int,
           maildir: Path | None) -> None:
-    log = Log(settings.log, ident=IDENT, secrets=dsn_secrets(settings.database_url))
+    log = Log.for_settings(settings, IDENT)
     Worker(settings, socket_path, processes, maildir, log).run()
