@@ -121,12 +121,14 @@ def deliver(settings: config.Settings, job: dict, fd: int, connect: Connect | No
     protocol.send(fd, verdict)
 
 
-def run_forked(settings: config.Settings, job: dict, fd: int) -> NoReturn:
-    """The cold path, in a child bombom-deliver has just forked: never returns."""
+def run_forked(settings: config.Settings, job: dict, fd: int, ident: str = "bombom-deliver"
+               ) -> NoReturn:
+    """The cold path, in a child bombom-deliver (or `bombom replay`) has just forked: never
+    returns."""
     try:
         confine(settings.log)
         preload()
-        deliver(settings, job, fd)
+        deliver(settings, job, fd, ident=ident)
     except BaseException:  # noqa: BLE001 - the parent sees no verdict and decides
         import traceback
 

@@ -228,13 +228,13 @@ def watch(a: Attempt, parse_end: float, store_end: float, budget: float
             return "failed", f"garbage: {e}", a.stage
 
 
-def fork(settings: config.Settings, job: dict) -> Attempt:
-    """The cold path: a child of ours runs the delivery (child.py)."""
+def fork(settings: config.Settings, job: dict, ident: str = "bombom-deliver") -> Attempt:
+    """The cold path: a child of ours runs the delivery (child.py), logging as `ident`."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child never comes back
         os.close(r)
-        child.run_forked(settings, job, w)
+        child.run_forked(settings, job, w, ident)
     os.close(w)
     return Attempt(r, pid, forked=True)
 
@@ -282,8 +282,8 @@ def ask_worker(path: str, job: dict, log: Log) -> Attempt | None:
     return None
 
 
-def deliver(settings: config.Settings, job: dict, deadline_end: float, log: Log
-            ) -> tuple[Outcome, str]:
+def deliver(settings: config.Settings, job: dict, deadline_end: float, log: Log,
+            ident: str = "bombom-deliver") -> tuple[Outcome, str]:
     """The saved message, delivered by the worker or a child, within `deadline_end`."""
     budget = child.parse_cpu_budget(settings.deadline_seconds)
     store_end = deadline_end + GRACE
@@ -298,17 +298,17 @@ def deliver(settings: config.Settings, job: dict, deadline_end: float, log: Log
             if kind == "verdict":  # what: the outcome, stage: its detail
                 return Outcome(what), stage
             if kind == "overrun":
-                return _quarantine(settings, job, what, log)
+                return _quarantine(settings, job, what, log, ident)
             log.error(f"{qid}: worker: {what} (stage {stage})")
             if kind == "late" or deadline_end - time.monotonic() < MIN_COLD:
                 return late  # else the cold path, with the time left
-    a = fork(settings, job)
+    a = fork(settings, job, ident)
     kind, what, stage = watch(a, deadline_end, store_end, budget)
     a.close()
     if kind == "verdict":
         return Outcome(what), stage
     if kind == "overrun":
-        return _quarantine(settings, job, what, log)
+        return _quarantine(settings, job, what, log, ident)
     log.error(f"{qid}: delivery process: {what} (stage {stage})")
     if kind == "late":
         return late
@@ -320,14 +320,14 @@ def _epoch(monotonic: float) -> float:
     return time.time() + monotonic - time.monotonic()
 
 
-def _quarantine(settings: config.Settings, job: dict, why: str, log: Log
+def _quarantine(settings: config.Settings, job: dict, why: str, log: Log, ident: str
                 ) -> tuple[Outcome, str]:
     """Parsing overran: record the message as quarantined, in a fresh child."""
     log.error(f"{job['envelope'].get('queue_id') or '-'}: parsing killed ({why}); quarantining "
               f"sha256={job['sha256']}")
     end = time.monotonic() + GRACE
     a = fork(settings, {**job, "quarantine": protocol.PARSE_BUDGET,
-                        "deadline": _epoch(end - CHILD_MARGIN)})
+                        "deadline": _epoch(end - CHILD_MARGIN)}, ident)
     kind, what, stage = watch(a, end, end, 0.0)
     a.close()
     if kind == "verdict":

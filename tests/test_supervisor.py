@@ -83,6 +83,18 @@ def test_quarantined_overrun_is_replayable(hooked: Env, db: psycopg.Connection) 
     assert db.execute("SELECT count(*) FROM articles").fetchone()[0] == 1
 
 
+def test_replay_of_an_overrunning_message_is_bounded_too(hooked: Env, db: psycopg.Connection
+                                                        ) -> None:
+    """Before the fix, `bombom replay` parses in a child watched like bombom-deliver's: the
+    message is quarantined again within the deadline instead of spinning the operator's command."""
+    assert hooked.deliver(misbehaving("spin", "replay-early")).returncode == 0
+    r = subprocess.run([*hooked.argv(config=False)[:-2], "-m", "bombom_pipe.admin", "--config",
+                        str(hooked.config), "replay"], capture_output=True, text=True,
+                       timeout=6 * DEADLINE)
+    assert r.returncode == 0 and "replayed 1: quarantined 1" in r.stdout, r
+    assert db.execute("SELECT count(*) FROM articles").fetchone()[0] == 0
+
+
 def test_closed_stdout_does_not_change_the_exit_status(env: Env, db: psycopg.Connection) -> None:
     r = subprocess.run(["sh", "-c", 'exec "$@" >&-', "sh", *env.argv("--recipient",
                         "alice@bombom.news")], input=DIGEST, capture_output=True)

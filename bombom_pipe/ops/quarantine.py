@@ -84,17 +84,24 @@ def delivery_user(spool_dir: Path) -> str:
 
 
 def replay(settings: Settings, kept: Kept, log: Log) -> Outcome | None:
-    """Deliver a kept message again through the delivery code path; None: its raw file is gone."""
-    from ..deadline import Deadline
-    from ..deliver import Envelope, deliver_saved
+    """Deliver a kept message again as bombom-deliver does, in a confined child watched from
+    outside (so a message whose parsing overran is quarantined again, not replayed forever);
+    never through the worker. None: its raw file is gone."""
+    import dataclasses
+    import time
+
+    from .. import supervisor
 
     path = spool.raw_path(settings.spool_dir, kept.raw_sha256)
     if not path.exists():
         return None
-    saved = spool.Saved(kept.raw_sha256, path, path.stat().st_size)
-    env = Envelope(recipient=kept.recipient, sender=kept.envelope_sender,
-                   queue_id=f"replay:{kept.queue_id or '-'}")
-    return deliver_saved(settings, saved, env, Deadline(settings.deadline_seconds), log).outcome
+    job = {"sha256": kept.raw_sha256, "size": path.stat().st_size, "started": time.time(),
+           "envelope": {"recipient": kept.recipient, "sender": kept.envelope_sender,
+                        "queue_id": f"replay:{kept.queue_id or '-'}"}}
+    outcome, _ = supervisor.deliver(dataclasses.replace(settings, worker_socket=None), job,
+                                    time.monotonic() + settings.deadline_seconds, log,
+                                    ident="bombom-replay")
+    return outcome
 
 
 def prune(conn: psycopg.Connection, spool_dir: Path, days: int,
