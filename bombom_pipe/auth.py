@@ -229,6 +229,12 @@ _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 _SIGNATURE = re.compile(rb"^dkim-signature[ \t]*:", re.I | re.M)
 
 
+def _head(raw: bytes) -> bytes:
+    """The header block: up to the first blank line."""
+    end = _BLANK_LINE.search(raw)
+    return raw[: end.start() if end else len(raw)]
+
+
 def verify(raw: bytes, domain: str, dns: Dns) -> Auth:
     """DKIM signatures aligned with `domain`, and its DMARC record, within the DNS budget."""
     notes: list[str] = []
@@ -255,8 +261,7 @@ def verify(raw: bytes, domain: str, dns: Dns) -> Auth:
 def _check_signatures(raw: bytes, domain: str, strict: bool, dns: Dns, notes: list[str]
                       ) -> tuple[str | None, list[str]]:
     """(the aligned domain whose signature verified, or None; results of the others)."""
-    end = _BLANK_LINE.search(raw)
-    if not _SIGNATURE.search(raw, 0, end.start() if end else len(raw)):
+    if not _SIGNATURE.search(_head(raw)):
         notes.append("no DKIM signature")
         return None, []
     import logging
@@ -264,8 +269,9 @@ def _check_signatures(raw: bytes, domain: str, strict: bool, dns: Dns, notes: li
     import dkim
 
     quiet = logging.getLogger("bombom.dkim")  # dkimpy logs every failure; nothing may print
-    quiet.addHandler(logging.NullHandler())
-    quiet.propagate = False
+    if not quiet.handlers:  # once per process: a warm worker verifies message after message
+        quiet.addHandler(logging.NullHandler())
+        quiet.propagate = False
 
     def txt(name: bytes, timeout: float = 5) -> bytes | None:
         records = dns.txt(name.decode("ascii", "replace").rstrip("."))
@@ -334,7 +340,7 @@ def from_header(raw: bytes, domain: str, authserv_id: str) -> Auth:
 
     import authres
 
-    headers = BytesHeaderParser(policy=compat32).parsebytes(raw)
+    headers = BytesHeaderParser(policy=compat32).parsebytes(_head(raw))  # not the body
     for value in headers.get_all("Authentication-Results") or []:
         text = " ".join(str(value).split())
         try:
