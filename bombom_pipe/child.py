@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from typing import NoReturn
 
     from .deliver import Connect
+    from .log import Log
 
 #: address space of a delivering process: the interpreter and its libraries take ~250 MB of it;
 #: a 20 MB message (Postfix's size limit) needs a small multiple of its size on top
@@ -84,8 +85,9 @@ def preload() -> None:
 
 
 def deliver(settings: config.Settings, job: dict, fd: int, connect: Connect | None = None,
-            ident: str = "bombom-deliver") -> None:
-    """Run one job (protocol.py) and send its stages and verdict to `fd`."""
+            ident: str = "bombom-deliver", log: Log | None = None) -> None:
+    """Run one job (protocol.py) and send its stages and verdict to `fd`; `log` (default: a new
+    one as `ident`) is a warm process's own."""
     from datetime import UTC, datetime
 
     from .deadline import Deadline, DeadlineExceeded
@@ -98,7 +100,7 @@ def deliver(settings: config.Settings, job: dict, fd: int, connect: Connect | No
     saved = spool.Saved(sha, spool.raw_path(settings.spool_dir, sha), int(job.get("size", 0)))
     envelope = Envelope(**{k: v for k, v in dict(job.get("envelope") or {}).items()
                            if k in Envelope.__dataclass_fields__})
-    log = Log.for_settings(settings, ident)
+    log = log or Log.for_settings(settings, ident)
     deadline = Deadline(settings.deadline_seconds)  # as configured, for the reasons given
     deadline.end = time.monotonic() + float(job["deadline"]) - time.time()  # what is left
     cpu_backstop(parse_cpu_budget(settings.deadline_seconds))

@@ -114,7 +114,7 @@ def _push(settings: config.Settings, fd: int, kept: KeptConnection, log: Log) ->
         job = protocol.decode(line)
         s.settimeout(None)
         if protocol.send(fd, {"accepted": os.getpid()}):
-            child.deliver(settings, job, fd, kept, ident=IDENT)
+            child.deliver(settings, job, fd, kept, log=log)
     finally:
         s.close()
 
@@ -129,7 +129,7 @@ def _pull(settings: config.Settings, job: dict, ctl: int, kept: KeptConnection, 
         "sha256": saved.sha256, "size": saved.size, "started": started,
         "envelope": {**envelope(path), "queue_id": f"maildir:{path.name}"[:64]},
         "deadline": time.time() + settings.deadline_seconds,
-        "quarantine": job.get("quarantine")}, ctl, kept, ident=IDENT)
+        "quarantine": job.get("quarantine")}, ctl, kept, log=log)
 
 
 # -- the dispatcher ------------------------------------------------------------------------------
