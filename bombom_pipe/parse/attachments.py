@@ -61,7 +61,7 @@ class Files:
     attachments: list[Attachment] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     cid_map: dict[str, str] = field(default_factory=dict)
-    sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # URL -> intrinsic w, h
+    sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # cid part URL -> its w, h
 
 
 def collect(leaves: list[Leaf]) -> Files:
@@ -92,7 +92,7 @@ def collect(leaves: list[Leaf]) -> Files:
                 sha256=digest,
             )
         )
-        if size_wh := images.dimensions(leaf.data):
+        if leaf.content_id and (size_wh := images.dimensions(leaf.data)):  # cid: images only
             files.sizes[attachment_url(digest)] = size_wh
         if leaf.content_id:
             files.cid_map.setdefault(leaf.content_id, attachment_url(digest))

@@ -145,7 +145,6 @@ class HtmlDoc:
     """What the app and the heuristics need from one HTML body."""
 
     soup: Any
-    source: str = ""
     blocks: list[str] = field(default_factory=list)
     hidden: list[tuple[int, str]] = field(default_factory=list)  # (position, text) near the top
     links: list[Link] = field(default_factory=list)
@@ -163,7 +162,7 @@ def load(html: str) -> HtmlDoc:
     """Parse and walk an HTML body (a prefix: MAX_HTML_CHARS, MAX_MARKUP)."""
     prefix = analysed_prefix(html)
     soup = _soup_class()(defuse(prefix), "html.parser")
-    doc = HtmlDoc(soup=soup, source=html, truncated=len(prefix) < len(html))
+    doc = HtmlDoc(soup=soup, truncated=len(prefix) < len(html))
     doc.hidden_names = sheet_hidden(_style_text(html[:MAX_HTML_CHARS])[:200_000])
     _walk(doc)
     doc.og_image = _meta_image(soup)

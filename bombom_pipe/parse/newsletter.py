@@ -161,11 +161,7 @@ def analyse(
                                                      image_sizes or {}),
                       [])
         )
-        found.thumbnail_url = found.thumbnail_candidates[0] if found.thumbnail_candidates else None
-        found.display_html = run.guard(
-            "display_html", lambda: sanitize.display_html(doc, cid_map), None
-        )
-    elif html:
+    if html:
         found.display_html = run.guard(
             "display_html", lambda: sanitize.clean_fragment(html, cid_map), None
         )
@@ -186,8 +182,7 @@ def _public_urls(found: Findings) -> Findings:
                                 if found.web_version_url else None)
     found.thumbnail_candidates = tuple(dict.fromkeys(
         url for candidate in found.thumbnail_candidates if (url := stored_url(candidate))))
-    found.thumbnail_url = (found.thumbnail_candidates[0] if found.thumbnail_candidates
-                           else stored_url(found.thumbnail_url))
+    found.thumbnail_url = found.thumbnail_candidates[0] if found.thumbnail_candidates else None
     found.confirmation_url = public_url(found.confirmation_url)
     return found
 

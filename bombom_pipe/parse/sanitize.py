@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 from . import urls
 from .attachments import inline_url
-from .html import HtmlDoc, analysed_prefix
+from .html import analysed_prefix
 from .images import is_tracking_image
 
 MAX_DEPTH = 200  # deeper markup is flattened to its text
@@ -100,13 +100,8 @@ _RAW_SCOPE = frozenset({"table", "td", "th", "caption", "html", "template", "obj
 _RAW_SELF_CLOSING = frozenset({"p", "li", "td", "th", "tr", "dt", "dd", "option"})
 
 
-def display_html(doc: HtmlDoc, cid_map: dict[str, str]) -> str:
-    """The analysed body made safe for display."""
-    return clean_fragment(doc.source, cid_map)
-
-
 def clean_fragment(html: str, cid_map: dict[str, str]) -> str:
-    """Raw HTML made safe for display (also used when the analysis walk failed)."""
+    """An HTML body made safe for display."""
     source = _cap_raw_depth(analysed_prefix(html))  # bounded in characters and markup
     first = _clean(source, _attribute_filter(cid_map, None))
     kept, approved = _drop_hidden_and_pixels(first)
