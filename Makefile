@@ -6,8 +6,6 @@ VENV    ?= .venv
 PIP      = $(VENV)/bin/pip
 PYTEST_ARGS ?=
 
-APT_PACKAGES = postgresql python3-venv util-linux openssl
-
 .PHONY: demo test lint bench fuzz deps clean
 
 demo: $(VENV)/.installed

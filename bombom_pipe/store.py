@@ -79,7 +79,7 @@ def identity(from_address: str | None, auth: Auth | None) -> str:
     return f"from:{(from_address or '')[:MAX_ADDRESS]}"
 
 
-def dedup_key(message_id: str | None, raw_sha256: str, sender: str = "from:") -> str:
+def dedup_key(message_id: str | None, raw_sha256: str, sender: str) -> str:
     """`<sender> <Message-ID>`, or `<sender> sha256:<raw hash>` without a Message-ID."""
     if not message_id:
         return f"{sender} sha256:{raw_sha256}"
