@@ -21,12 +21,9 @@ UNRESOLVED = """
            q.queue_id
     FROM deliveries q
     WHERE q.outcome = 'quarantined'
-      AND NOT EXISTS (SELECT 1 FROM deliveries s
-                      WHERE s.raw_sha256 = q.raw_sha256 AND s.recipient = q.recipient
-                        AND s.outcome IN ('stored', 'duplicate') AND s.id > q.id)
-      AND NOT EXISTS (SELECT 1 FROM deliveries l
+      AND NOT EXISTS (SELECT 1 FROM deliveries l  -- stored, duplicate or quarantined again later
                       WHERE l.raw_sha256 = q.raw_sha256 AND l.recipient = q.recipient
-                        AND l.outcome = 'quarantined' AND l.id > q.id)
+                        AND l.outcome IN ('stored', 'duplicate', 'quarantined') AND l.id > q.id)
 """
 
 #: the latest delivery of each message and recipient that kept a raw file
@@ -64,8 +61,9 @@ def replay_targets(conn: psycopg.Connection, everything: bool, since: datetime |
     message and recipient, delivered in [since, until) (naive times are UTC)."""
     lo = _utc(since) or datetime(1970, 1, 1, tzinfo=UTC)
     hi = _utc(until) or datetime.now(UTC) + timedelta(days=1)
+    order = " ORDER BY q.raw_sha256, q.recipient, q.id DESC" if everything else " ORDER BY q.id"
     query = (DELIVERED if everything else UNRESOLVED) + \
-        " AND q.finished_at >= %s AND q.finished_at < %s"
+        " AND q.finished_at >= %s AND q.finished_at < %s" + order
     return [Kept(*row) for row in conn.execute(query, (lo, hi))]
 
 
