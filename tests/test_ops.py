@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -59,3 +60,13 @@ def test_members_add_normalizes_once_and_refuses_what_is_no_address(
         with pytest.raises(ValueError, match="not an address"):
             members.add(db, no_address)
     assert ("carol@bombom.news", 0) in [(m, n) for _, m, n in members.with_counts(db)]
+
+
+def test_a_second_worker_on_the_same_maildir_is_one_line(tmp_path: Path) -> None:
+    from bombom_pipe.admin import explain
+    from bombom_pipe.maildir import Busy, Maildir
+
+    Maildir(tmp_path / "Maildir").open()
+    with pytest.raises(Busy) as caught:
+        Maildir(tmp_path / "Maildir").open()
+    assert explain(caught.value) == f"another worker is draining {tmp_path / 'Maildir'}"

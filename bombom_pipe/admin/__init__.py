@@ -55,6 +55,10 @@ def explain(e: Exception) -> str | None:
         return f"database: {first} (schema missing or old: run `make db`)"
     if isinstance(e, psycopg.Error):
         return f"database: {first}"
+    from ..maildir import Busy
+
+    if isinstance(e, Busy):
+        return str(e)
     if isinstance(e, OSError):
         return f"{e.strerror or first}: {e.filename}" if e.filename else (e.strerror or first)
     return None
