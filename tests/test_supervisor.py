@@ -115,5 +115,5 @@ def test_child_output_never_reaches_postfix(env: Env, db: psycopg.Connection,
     env.extra_env = {"PYTHONPATH": f"{broken}:{env.src}"}
     r = env.deliver(DIGEST)
     assert r.returncode == 75
-    assert one_line(r).startswith("4.3.0 tempfail delivery process failed")
+    assert one_line(r).startswith("4.3.0 tempfail delivery process ended without a verdict")
     assert "noise on stderr" in env.log.read_text()

@@ -5,13 +5,16 @@ its path, so no mail can trigger it.
 A message with the header `X-Test-Parser: spin` makes `parse_message` run a regular expression
 that holds the GIL for minutes without ever checking for signals (the class of bug a deadline
 inside the process cannot stop); `loop` spins in Python code; `sleep` makes it stall without
-working, as a parser starved by a loaded machine would.
+working, as a parser starved by a loaded machine would; `die` kills its own process (a crash in
+C code, or the kernel's OOM killer).
 """
 
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import os
 import re
+import signal
 import sys
 import time
 import types
@@ -25,6 +28,8 @@ def _misbehave(raw: bytes) -> None:
             pass
     elif b"X-Test-Parser: sleep" in raw:
         time.sleep(3600)
+    elif b"X-Test-Parser: die" in raw:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class _Wrap(importlib.abc.MetaPathFinder):
