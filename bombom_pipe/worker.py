@@ -396,25 +396,29 @@ class Worker:
 
     def member(self, address: str) -> str:
         """"member", "unknown" or "down" (the database did not answer: 451 at RCPT)."""
-        from . import store
-
         if time.monotonic() < self.down_until:
             return "down"
-        try:
-            if self.lookup_conn is None or self.lookup_conn.closed:
-                self.lookup_conn = store.connect(self.settings.database_url, LOOKUP_TIMEOUT)
-                self.lookup_conn.autocommit = True
-                self.lookup_conn.execute(f"SET statement_timeout = {int(LOOKUP_TIMEOUT * 1000)}")
-            found = store.find_member(self.lookup_conn, address) is not None
-            return "member" if found else "unknown"
-        except Exception as e:  # noqa: BLE001 - any failure is "try later", never "unknown"
-            self.log.error(f"member lookup failed ({type(e).__name__}); answering 451 for "
-                           f"{DOWN_PAUSE:g} s")
-            with contextlib.suppress(Exception):
-                self.lookup_conn.close()  # type: ignore[union-attr]
-            self.lookup_conn = None
-            self.down_until = time.monotonic() + DOWN_PAUSE
-            return "down"
+        for fresh in (self.lookup_conn is None, True):  # a kept connection may have gone stale
+            try:
+                return "member" if self._find_member(address) else "unknown"
+            except Exception as e:  # noqa: BLE001 - any failure is "try later", never "unknown"
+                with contextlib.suppress(Exception):
+                    self.lookup_conn.close()  # type: ignore[union-attr]
+                self.lookup_conn = None
+                if fresh:
+                    self.log.error(f"member lookup failed ({type(e).__name__}); answering 451 "
+                                   f"for {DOWN_PAUSE:g} s")
+        self.down_until = time.monotonic() + DOWN_PAUSE
+        return "down"
+
+    def _find_member(self, address: str) -> bool:
+        from . import store
+
+        if self.lookup_conn is None:
+            self.lookup_conn = store.connect(self.settings.database_url, LOOKUP_TIMEOUT)
+            self.lookup_conn.autocommit = True
+            self.lookup_conn.execute(f"SET statement_timeout = {int(LOOKUP_TIMEOUT * 1000)}")
+        return store.find_member(self.lookup_conn, address) is not None
 
     def too_busy(self) -> bool:
         return self.stopping or len(self.queue) >= 4 * self.processes

@@ -6,7 +6,8 @@ A message with the header `X-Test-Parser: spin` makes `parse_message` run a regu
 that holds the GIL for minutes without ever checking for signals (the class of bug a deadline
 inside the process cannot stop); `loop` spins in Python code; `sleep` makes it stall without
 working, as a parser starved by a loaded machine would; `die` kills its own process (a crash in
-C code, or the kernel's OOM killer).
+C code, or the kernel's OOM killer). With BOMBOM_TEST_PARSES set, each parse appends a byte to
+that file.
 """
 
 import importlib.abc
@@ -30,6 +31,9 @@ def _misbehave(raw: bytes) -> None:
         time.sleep(3600)
     elif b"X-Test-Parser: die" in raw:
         os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get("BOMBOM_TEST_PARSES"):  # a byte per parse: how often a message was parsed
+        with open(os.environ["BOMBOM_TEST_PARSES"], "ab") as f:
+            f.write(b"x")
 
 
 class _Wrap(importlib.abc.MetaPathFinder):
