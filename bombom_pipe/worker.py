@@ -428,15 +428,14 @@ class Worker:
         assert self.maildir
         md = self.maildir
         try:
-            saved = spool.link_or_save(self.settings.spool_dir, path)
-            env = envelope(path)
-            started = os.stat(path).st_mtime  # when virtual(8) delivered it: the lag's start
+            kept = spool.link_or_save(self.settings.spool_dir, path)
         except (OSError, spool.SpoolError) as e:
-            self.log.error(f"{path.name}: cannot keep it in the spool: {e}; will retry")
-            md.retry(path)
+            wait = md.retry(path)
+            self.log.error(f"{path.name}: cannot keep it in the spool: {e}; retried in {wait:g} s")
             return None
-        job = protocol.Job.make(
-            saved.sha256, saved.size, "maildir", started,
+        env, saved = envelope(kept.head), kept.saved
+        job = protocol.Job.make(  # started: when virtual(8) delivered it, the lag's start
+            saved.sha256, saved.size, "maildir", kept.mtime,
             time.time() + self.settings.deadline_seconds,
             [(env["recipient"], env["original_recipient"])], sender=env["sender"],
             queue_id=env.get("queue_id") or f"maildir:{path.name}"[:64],
