@@ -230,19 +230,20 @@ def test_check_is_critical_when_the_pipe_user_cannot_write(
 @needs_root
 def test_check_as_root_does_not_write_through_the_spool_owners_links(
         env: Env, pg: LocalPostgres, db: psycopg.Connection, workdir: Path) -> None:
-    victim = _victim(workdir, "check-victim-")
+    """The spool's owner makes tmp/ itself a link to a directory only root may write. The probe
+    writes its file into tmp/: it must neither follow the link nor write as root, and it says
+    that tmp/ is wrong. Its file is gone afterwards, so the target's mtime is the witness."""
+    victim = Path(tempfile.mkdtemp(prefix="check-victim-", dir=workdir))
+    os.chmod(victim, 0o755)
+    old = time.time() - 40 * 86400
+    os.utime(victim, (old, old))
+    before = os.stat(victim).st_mtime_ns
     tmp = env.spool / "tmp"
-    tmp.mkdir(mode=0o700)
+    tmp.symlink_to(victim)
     _as_spool_owner(tmp)
-    # the probe's name has our pid in it: plant the link as the process that becomes `bombom`
-    plant = (f'ln -s {victim} {tmp}/.check-$$ && chown -h {DELIVER_USER} {tmp}/.check-$$ '
-             f'&& exec "$@"')
-    environ = {**os.environ, "BOMBOM_ADMIN_DATABASE_URL": pg.url()}
-    r = subprocess.run(["sh", "-c", plant, "sh", sys.executable, "-m", "bombom_pipe.admin",
-                        "--config", str(env.config), "check"],
-                       capture_output=True, text=True, env=environ, timeout=120)
-    assert r.stdout.startswith("BOMBOM "), r
-    assert victim.read_text() == "precious\n"
+    r = bombom(env, "check", owner_url=pg.url())
+    assert r.returncode == 2 and "spool not writable" in r.stdout and "tmp" in r.stdout, r.stdout
+    assert os.stat(victim).st_mtime_ns == before and list(victim.iterdir()) == []
 
 
 @needs_root
