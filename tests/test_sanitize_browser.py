@@ -12,6 +12,7 @@ attachments) or not http(s)/mailto/tel.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import struct
@@ -23,15 +24,18 @@ from pathlib import Path
 
 import pytest
 
-from bombom_pipe.parse import parse_message
+from bombom_pipe.parse import ParseError, parse_message
 from bombom_pipe.parse.images import is_tracking_image
 from bombom_pipe.parse.urls import public_url
 
 from .conftest import corpus_files
 from .test_sanitize import CONFUSING_PREFIXES, CONTENT_IMAGE, mail
 
+COVER = re.search(r'src="([^"]+)"', CONTENT_IMAGE)[1]  # type: ignore[index]
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file(),
+# as root `make deps` installs it (CI): missing there is a failure, not a skip
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file() and os.geteuid() != 0,
                                 reason="Debian's chromium is not installed (make deps installs it)")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -230,10 +234,16 @@ ATTACKS = {
 @pytest.mark.parametrize("name", list(ATTACKS))
 def test_attacks_render_harmlessly(browser: Browser, name: str) -> None:
     shown = parse_message(mail(ATTACKS[name] + CONTENT_IMAGE)).display_html
+    # the letter itself (its picture) stays, except after a confusing prefix that swallows it in
+    # the browser too (an unclosed attribute, <textarea>, <plaintext>: the raw markup is judged)
+    prefix = name.removeprefix("confusing ")
+    letter = prefix == name or COVER in browser.render(prefix + CONTENT_IMAGE).allowed
+    assert shown or not letter, "no display_html: nothing was rendered"
     found = browser.render(shown or "")
     # an image that was fetched and is not shown, or a beacon-shaped URL, is among the problems
     assert found.problems == []
     assert not any("t.example.com" in url or "evil" in url for url in found.allowed)
+    assert COVER in found.allowed or not letter, found.allowed
 
 
 def test_the_check_itself_sees_each_kind_of_harm(browser: Browser) -> None:
@@ -253,6 +263,14 @@ def test_the_check_itself_sees_each_kind_of_harm(browser: Browser) -> None:
         assert browser.render(html).problems, name
 
 
+def _shows_something(html: str) -> bool:
+    """Visible text or a picture in the raw HTML, read plainly (not by the parser)."""
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(html, "html.parser")
+    return bool(soup.get_text().strip() or soup.find("img"))
+
+
 def test_every_corpus_display_html_renders_harmlessly(browser: Browser) -> None:
     files = corpus_files()
     if not files:
@@ -261,10 +279,13 @@ def test_every_corpus_display_html_renders_harmlessly(browser: Browser) -> None:
     failures = []
     for path in files:
         try:
-            shown = parse_message(path.read_bytes()).display_html
-        except Exception:  # noqa: BLE001 - unparsable messages are quarantined, not shown
+            m = parse_message(path.read_bytes())
+        except ParseError:  # unparsable messages are quarantined, not shown
             continue
+        shown = m.display_html
         if not shown:
+            if m.html and _shows_something(m.html):
+                failures.append((path.name, ["an HTML body with content, no display_html"]))
             continue
         found = browser.render(shown)
         rendered += 1
