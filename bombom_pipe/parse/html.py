@@ -221,9 +221,9 @@ def _walk(doc: HtmlDoc, sheet: visibility.Sheet) -> None:
     position = 0
     waiting: list[tuple[Link, int]] = []  # links closed in this line, by line parts before them
     anchors: list[_Anchor] = []  # the open <a> elements, innermost last
-    # the open elements: (element, what its parent's children are inside of, opened an anchor)
-    stack: list[tuple[Any, int, bool]] = []
-    within = 0
+    # the open elements: (element, whether its parent is in a tiny box, opened an anchor)
+    stack: list[tuple[Any, bool, bool]] = []
+    in_tiny = False
 
     def flush() -> None:
         nonlocal position
@@ -241,7 +241,7 @@ def _walk(doc: HtmlDoc, sheet: visibility.Sheet) -> None:
         if node is None:
             if not stack:
                 break
-            element, within, anchored = stack.pop()
+            element, in_tiny, anchored = stack.pop()
             tag = element.tag
             if anchored:
                 anchor = anchors.pop()
@@ -270,7 +270,7 @@ def _walk(doc: HtmlDoc, sheet: visibility.Sheet) -> None:
         css = sheet.applied(tag, attributes.get("class") or "", attributes.get("id") or "",
                             visibility.declarations(attributes.get("style") or ""))
         if tag == "img":
-            _image(doc, node, attributes, css, within, position, anchors)
+            _image(doc, node, attributes, css, in_tiny, position, anchors)
             node = node.next
             continue
         hidden = visibility.hidden(attributes, css)
@@ -290,8 +290,8 @@ def _walk(doc: HtmlDoc, sheet: visibility.Sheet) -> None:
             anchors.append(_Anchor((attributes.get("href") or "").strip(), before, position))
         if len(stack) == MAX_DEPTH:
             doc.deep.append(node)
-        stack.append((node, within, anchored))
-        within = visibility.inside(within, tag, attributes, css)
+        stack.append((node, in_tiny, anchored))
+        in_tiny = in_tiny or visibility.tiny(attributes, css)
         node = node.child
     flush()
 
@@ -302,12 +302,12 @@ def _names(attributes: dict[str, str | None]) -> str:
 
 
 def _image(doc: HtmlDoc, node: Any, attributes: dict[str, str | None],
-           css: visibility.Declarations, within: int, position: int,
+           css: visibility.Declarations, in_tiny: bool, position: int,
            anchors: list[_Anchor]) -> None:
     src = (attributes.get("src") or "").strip()
     width = _dimension(attributes, css, "width")
     height = _dimension(attributes, css, "height")
-    if visibility.image_hidden(attributes, css, within) or src and is_tracking_image(
+    if visibility.image_hidden(attributes, css, in_tiny) or src and is_tracking_image(
             src, *(None if (v := visibility.size(attributes, css, n)) is None else int(v)
                    for n in ("width", "height"))):
         doc.dropped.append(node)

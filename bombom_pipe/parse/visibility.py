@@ -10,9 +10,9 @@ height attributes are read as HTML reads dimension attributes (the leading digit
 
 Hidden (the element and everything in it is not drawn): the ``hidden`` attribute,
 ``display:none``, ``visibility:hidden|collapse``, opacity below 0.05, and a box that clips its
-overflow (``overflow:hidden|clip``) while declaring at most 2 px of width or height. A box that
-is tiny without clipping keeps its text (it overflows) but shrinks the images sized in it; a
-table part grows to fit, except around content sized in percent of it.
+overflow (``overflow:hidden|clip``) while declaring at most 2 px of width or height. What a
+tiny box holds without clipping overflows it and is drawn, except images sized in percent of
+it (a table part grows to fit its content, but not around those).
 """
 
 from __future__ import annotations
@@ -26,9 +26,6 @@ TINY_PX = 2.0  # a box or image this small is not seen
 MIN_OPACITY = 0.05
 MAX_STYLE_CHARS = 16_384  # a longer style attribute is not read (and not kept for display)
 MAX_SHEET_CHARS = 200_000
-TINY_TABLE, TINY_BOX = 1, 2  # an ancestor declares at most 2 px: a table part, another box
-TABLE_PARTS = frozenset({"table", "tbody", "thead", "tfoot", "tr", "td", "th", "caption",
-                         "colgroup", "col"})
 # CSS absolute units in px (CSS Values 4)
 PX_PER_UNIT = {"px": 1.0, "pt": 4 / 3, "pc": 16.0, "in": 96.0, "cm": 96 / 2.54,
                "mm": 96 / 25.4, "q": 96 / 101.6}
@@ -224,20 +221,12 @@ def percent_sized(attributes: Mapping[str, str | None], css: Declarations) -> bo
     return any("%" in _value(css, name) for name in SIZES)
 
 
-def inside(parent: int, tag: str, attributes: Mapping[str, str | None], css: Declarations
-           ) -> int:
-    """What a (shown) element's children are inside of: TINY_BOX, TINY_TABLE or 0."""
-    if parent == TINY_BOX or not tiny(attributes, css):
-        return parent
-    return max(parent, TINY_TABLE if tag in TABLE_PARTS else TINY_BOX)
-
-
-def image_hidden(attributes: Mapping[str, str | None], css: Declarations, within: int) -> bool:
-    """An image not seen: hidden, at most 2 px, or shrunk by the tiny box it is in."""
-    if within == TINY_BOX or hidden(attributes, css) or tiny(attributes, css):
+def image_hidden(attributes: Mapping[str, str | None], css: Declarations, in_tiny: bool
+                 ) -> bool:
+    """An image not seen: hidden, at most 2 px, or sized in percent of a tiny box it is in."""
+    if hidden(attributes, css) or tiny(attributes, css):
         return True
-    # a tiny table grows to fit its content, except content sized in percent of it
-    return within == TINY_TABLE and percent_sized(attributes, css)
+    return in_tiny and percent_sized(attributes, css)
 
 
 def _value(css: Declarations, name: str) -> str:
