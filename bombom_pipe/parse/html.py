@@ -224,6 +224,7 @@ def _walk(doc: HtmlDoc, sheet: visibility.Sheet) -> None:
     # the open elements: (element, whether its parent is in a tiny box, opened an anchor)
     stack: list[tuple[Any, bool, bool]] = []
     in_tiny = False
+    seen: dict[tuple, visibility.Box] = {}
 
     def flush() -> None:
         nonlocal position
@@ -267,14 +268,14 @@ def _walk(doc: HtmlDoc, sheet: visibility.Sheet) -> None:
             node = node.next
             continue
         attributes = node.attributes
-        css = sheet.applied(tag, attributes.get("class") or "", attributes.get("id") or "",
-                            visibility.declarations(attributes.get("style") or ""))
+        judged = visibility.box(tag, attributes, sheet, seen)
         if tag == "img":
-            _image(doc, node, attributes, css, in_tiny, position, anchors)
+            _image(doc, node, attributes, judged, in_tiny, position, anchors)
             node = node.next
             continue
-        hidden = visibility.hidden(attributes, css)
-        if hidden or _PREHEADER_CLASS.search(_names(attributes)):
+        hidden = judged.hidden
+        if hidden or ("class" in attributes or "id" in attributes) and _PREHEADER_CLASS.search(
+                _names(attributes)):
             if position < PREHEADER_WINDOW and (
                     text := collapse(node.text(deep=True, separator=" ")[:4000])):
                 doc.hidden.append((position, text))
@@ -291,7 +292,7 @@ def _walk(doc: HtmlDoc, sheet: visibility.Sheet) -> None:
         if len(stack) == MAX_DEPTH:
             doc.deep.append(node)
         stack.append((node, in_tiny, anchored))
-        in_tiny = in_tiny or visibility.tiny(attributes, css)
+        in_tiny = in_tiny or judged.tiny
         node = node.child
     flush()
 
@@ -302,12 +303,13 @@ def _names(attributes: dict[str, str | None]) -> str:
 
 
 def _image(doc: HtmlDoc, node: Any, attributes: dict[str, str | None],
-           css: visibility.Declarations, in_tiny: bool, position: int,
+           judged: visibility.Box, in_tiny: bool, position: int,
            anchors: list[_Anchor]) -> None:
     src = (attributes.get("src") or "").strip()
+    css = judged.css
     width = _dimension(attributes, css, "width")
     height = _dimension(attributes, css, "height")
-    if visibility.image_hidden(attributes, css, in_tiny) or src and is_tracking_image(
+    if visibility.image_hidden(attributes, judged, in_tiny) or src and is_tracking_image(
             src, *(None if (v := visibility.size(attributes, css, n)) is None else int(v)
                    for n in ("width", "height"))):
         doc.dropped.append(node)

@@ -145,11 +145,18 @@ def _attribute_filter(cid_map: dict[str, str], shown: set[str]
                       ) -> Callable[[str, str, str], str | None]:
     """nh3's per-attribute decision; images keep only the sources in ``shown``."""
 
+    decided: dict[tuple[str, str], str | None] = {}  # no decision depends on the tag
+
     def decide(tag: str, attribute: str, value: str) -> str | None:
+        key = (attribute, value)
+        if key in decided:
+            return decided[key]
         try:
-            return _decide(tag, attribute, value)
+            result = _decide(tag, attribute, value)
         except Exception:  # noqa: BLE001 - nh3 would print it to stderr; drop the attribute
-            return None
+            result = None
+        decided[key] = result
+        return result
 
     def _decide(tag: str, attribute: str, value: str) -> str | None:
         if attribute == "style":

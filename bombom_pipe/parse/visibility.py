@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 TINY_PX = 2.0  # a box or image this small is not seen
@@ -93,32 +93,66 @@ class Sheet:
 
 @functools.lru_cache(maxsize=256)
 def sheet(css: str) -> Sheet:
-    """The top-level rules of style sheet text whose last compound selector is classes or ids."""
-    if not css or not _MAYBE_RELEVANT.search(css):
-        return Sheet()
-    import tinycss2
+    """The top-level rules of style sheet text whose last compound selector is classes or ids.
 
+    The text is cut into rules at its braces (comments out first); each rule's declarations are
+    read with tinycss2 only when a selector can match. A brace inside a quoted string may end a
+    rule early: the display HTML keeps no style sheet, so what the browser shows still follows
+    the same reading."""
+    css = _without_comments(css[:MAX_SHEET_CHARS])
+    if not _MAYBE_RELEVANT.search(css):
+        return Sheet()
     rules = []
-    for rule in tinycss2.parse_stylesheet(css[:MAX_SHEET_CHARS], skip_comments=True,
-                                          skip_whitespace=True):
-        if rule.type != "qualified-rule":
-            continue  # @media and other at-rules apply on some screens or to other things
-        decls = declarations(tinycss2.serialize(rule.content))
-        if not decls:
-            continue
-        for selector in tinycss2.serialize(rule.prelude).split(","):
-            parts = selector.strip().lower().replace(">", " ").replace("+", " ").split()
-            if not parts or not _SIMPLE_PART.match(parts[-1]):
-                continue  # pseudo-classes, attribute selectors, bare tags: not modelled
-            last = parts[-1]
-            tag = re.match(r"[a-z0-9_-]*", last).group(0)  # type: ignore[union-attr]
-            ids = re.findall(r"#([a-z0-9_-]+)", last)
-            if len(ids) > 1:
-                continue
-            need = frozenset(re.findall(r"\.([a-z0-9_-]+)", last))
-            rules.append((tag, need, ids[0] if ids else None, decls))
+    for selectors, body in _top_level_rules(css):
+        compounds = [found for selector in selectors.split(",") if (found := _compound(selector))]
+        if compounds and (decls := declarations(body)):
+            rules.extend((*found, decls) for found in compounds)
     names = frozenset(n for _, need, ident, _ in rules for n in (*need, ident) if n)
     return Sheet(tuple(rules), names)
+
+
+def _without_comments(css: str) -> str:
+    pieces = css.split("/*")
+    return pieces[0] + " ".join(piece.partition("*/")[2] for piece in pieces[1:])
+
+
+_BRACE = re.compile(r"[{}]")
+
+
+def _top_level_rules(css: str) -> Iterator[tuple[str, str]]:
+    """(selector list, declarations) of each top-level rule; at-rules' blocks are left out."""
+    depth = start = open_at = 0
+    for match in _BRACE.finditer(css):
+        if match.group() == "{":
+            if depth == 0:
+                open_at = match.start()
+            depth += 1
+            continue
+        if depth == 0:
+            start = match.end()  # a stray "}"
+            continue
+        depth -= 1
+        if depth:
+            continue
+        # after an at-statement ("@import ...;") and the HTML comment marks a sheet may hold
+        selectors = css[start:open_at].rsplit(";", 1)[-1].replace("<!--", "").replace("-->", "")
+        body = css[open_at + 1 : match.start()]
+        start = match.end()
+        if "@" not in selectors and "{" not in body:
+            yield selectors, body
+
+
+def _compound(selector: str) -> tuple[str, frozenset[str], str | None] | None:
+    """(tag, classes, id) of a selector's last compound when it names classes or an id."""
+    parts = selector.strip().lower().replace(">", " ").replace("+", " ").replace("~", " ").split()
+    if not parts or not _SIMPLE_PART.match(parts[-1]):
+        return None  # pseudo-classes, attribute selectors, bare tags: not modelled
+    last = parts[-1]
+    ids = re.findall(r"#([a-z0-9_-]+)", last)
+    if len(ids) > 1:
+        return None
+    tag = re.match(r"[a-z0-9_-]*", last).group(0)  # type: ignore[union-attr]
+    return tag, frozenset(re.findall(r"\.([a-z0-9_-]+)", last)), ids[0] if ids else None
 
 
 def css_length(value: str) -> float | None:
@@ -221,12 +255,42 @@ def percent_sized(attributes: Mapping[str, str | None], css: Declarations) -> bo
     return any("%" in _value(css, name) for name in SIZES)
 
 
-def image_hidden(attributes: Mapping[str, str | None], css: Declarations, in_tiny: bool
-                 ) -> bool:
+@dataclass(frozen=True, slots=True)
+class Box:
+    """What the model says of one element."""
+
+    css: Declarations
+    hidden: bool  # it and its content are not drawn
+    tiny: bool  # it declares at most 2 px of width or height
+
+
+DRAWN = Box(EMPTY, False, False)
+
+
+def box(tag: str, attributes: Mapping[str, str | None], sheet: Sheet,
+        seen: dict[tuple, Box]) -> Box:
+    """The element's Box; ``seen`` remembers those of elements with the same attributes."""
+    style = attributes.get("style")
+    width, height = attributes.get("width"), attributes.get("height")
+    named = sheet.names and (attributes.get("class") or attributes.get("id"))
+    flag = "hidden" in attributes
+    if not (style or width or height or flag or named):
+        return DRAWN
+    key = (style, width, height, flag, named and (tag, attributes.get("class"),
+                                                  attributes.get("id")))
+    found = seen.get(key)
+    if found is None:
+        css = declarations(style or "")
+        if named:
+            css = sheet.applied(tag, attributes.get("class") or "", attributes.get("id") or "",
+                                css)
+        found = seen[key] = Box(css, hidden(attributes, css), tiny(attributes, css))
+    return found
+
+
+def image_hidden(attributes: Mapping[str, str | None], seen: Box, in_tiny: bool) -> bool:
     """An image not seen: hidden, at most 2 px, or sized in percent of a tiny box it is in."""
-    if hidden(attributes, css) or tiny(attributes, css):
-        return True
-    return in_tiny and percent_sized(attributes, css)
+    return seen.hidden or seen.tiny or in_tiny and percent_sized(attributes, seen.css)
 
 
 def _value(css: Declarations, name: str) -> str:
