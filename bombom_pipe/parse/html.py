@@ -144,7 +144,7 @@ def analysed_prefix(html: str) -> str:
     return html
 
 
-_RAW_TAG = re.compile(r"<(/?)([a-zA-Z][^\s/>]*)")
+_RAW_TAG = re.compile(r"<(/?[a-zA-Z][a-zA-Z0-9]*)")
 _RAW_VOID = frozenset({"img", "br", "hr", "col", "wbr", "meta", "link", "input", "area", "base",
                        "embed", "param", "source", "track", "keygen", "image"})
 _RAW_SCOPE = frozenset({"table", "td", "th", "caption", "html", "template", "object", "applet",
@@ -156,49 +156,46 @@ def cap_depth(html: str) -> str:
     """Drop start tags nested deeper than RAW_DEPTH, by a linear over-estimate of the tree
     builder's depth (an HTML5 tree builder is quadratic on very deep trees: it searches the
     stack of open elements). Only for speed: every decision is taken on the parsed tree."""
-    if html.count("<") <= RAW_DEPTH or _depth(html, None) <= RAW_DEPTH:
+    if html.count("<") <= RAW_DEPTH:
         return html
+    stack: list[str] = []
+    if not any(_nest(stack, name.lower()) and len(stack) > RAW_DEPTH
+               for name in _RAW_TAG.findall(html)):
+        return html  # the usual case, found without match objects
+    stack.clear()
     out: list[str] = []
-    _depth(html, out)
+    position = 0
+    for match in _RAW_TAG.finditer(html):
+        if _nest(stack, match.group(1).lower()) and len(stack) > RAW_DEPTH:
+            stack.pop()
+            out.append(html[position:match.start()])
+            position = html.find(">", match.end()) + 1 or len(html)
+    if not out:
+        return html
+    out.append(html[position:])
     return "".join(out)
 
 
-def _depth(html: str, out: list[str] | None) -> int:
-    """The estimated deepest nesting; with ``out``, the markup without the tags beyond it."""
-    stack: list[str] = []
-    deepest = 0
-    position = 0
-    for match in _RAW_TAG.finditer(html.lower()):
-        closing, name = match.groups()
-        if closing:
-            if stack and stack[-1] == name:
-                stack.pop()
-                continue
-            for i in range(len(stack) - 1, -1, -1):
-                if stack[i] == name:
-                    del stack[i:]
-                    break
-                if stack[i] in _RAW_SCOPE:
-                    break
-            continue
-        if name in _RAW_VOID:
-            continue
-        if name in _RAW_SELF_CLOSING:
-            for i in range(len(stack) - 1, max(len(stack) - 8, 0) - 1, -1):
-                if stack[i] == name:
-                    del stack[i:]
-                    break
-        if len(stack) >= RAW_DEPTH:
-            if out is None:
-                return len(stack) + 1
-            out.append(html[position:match.start()])
-            position = html.find(">", match.end()) + 1 or len(html)
-            continue
-        stack.append(name)
-        deepest = max(deepest, len(stack))
-    if out is not None:
-        out.append(html[position:])
-    return deepest
+def _nest(stack: list[str], name: str) -> bool:
+    """Apply one tag (``div``, ``/div``) to the estimated stack; True when it was pushed."""
+    if name[0] == "/":
+        name = name[1:]
+        if stack and stack[-1] == name:
+            stack.pop()
+            return False
+        for i in range(len(stack) - 1, -1, -1):
+            if stack[i] == name:
+                del stack[i:]
+                break
+            if stack[i] in _RAW_SCOPE:
+                break
+        return False
+    if name in _RAW_VOID:
+        return False
+    if name in _RAW_SELF_CLOSING and name in stack[-8:]:
+        del stack[len(stack) - 1 - stack[::-1].index(name):]
+    stack.append(name)
+    return True
 
 
 def _meta_image(tree: Any) -> str | None:

@@ -38,6 +38,7 @@ Declarations = Mapping[str, tuple[str, bool]]  # name -> (value, lower case, !im
 EMPTY: Declarations = {}
 
 _DIMENSION_ATTRIBUTE = re.compile(r"[\t\n\f\r ]*(\d+(?:\.\d+)?)(%?)")
+_NOT_PLAIN = re.compile(r"[\"'(\\/]")
 _MAYBE_RELEVANT = re.compile(r"display|visib|opacity|overflow|width|height|\\", re.IGNORECASE)
 _SIMPLE_PART = re.compile(r"^[a-z0-9_-]*(?:[.#][a-z0-9_-]+)+$")
 
@@ -47,6 +48,8 @@ def declarations(style: str) -> Declarations:
     """The relevant declarations of a style attribute or rule body, in order, last one wins."""
     if not style or len(style) > MAX_STYLE_CHARS or not _MAYBE_RELEVANT.search(style):
         return EMPTY
+    if not _NOT_PLAIN.search(style):  # no string, function, escape or comment: ";" ends each
+        style = ";".join(d for d in style.split(";") if _MAYBE_RELEVANT.search(d))
     import tinycss2
 
     found: dict[str, tuple[str, bool]] = {}
