@@ -460,8 +460,12 @@ def body_unsubscribe(links: list[Link]) -> Unsubscribe | None:
     """An unsubscribe link from the body: anchor text, href, or the words right before it."""
 
     def score(link: Link) -> int:
-        if not (_web(link.href) or link.href.lower().startswith("mailto:")):
-            return 0
+        points = words(link)  # the words first: they rule out most links cheaply
+        if points and (_web(link.href) or link.href.lower().startswith("mailto:")):
+            return points
+        return 0
+
+    def words(link: Link) -> int:
         if WEB_VERSION.search(link.text) or CONFIRM_LINK_TEXT.search(link.text):
             return 0
         if UNSUBSCRIBE.search(link.text):
@@ -481,7 +485,11 @@ def web_version(links: list[Link]) -> str | None:
     """The "view in browser" / "웹에서 보기" link."""
 
     def score(link: Link) -> int:
-        if not _web(link.href) or UNSUBSCRIBE.search(link.text):
+        points = words(link)  # the words first: they rule out most links cheaply
+        return points if points and _web(link.href) else 0
+
+    def words(link: Link) -> int:
+        if UNSUBSCRIBE.search(link.text):
             return 0
         short = len(link.text) <= 30
         if WEB_VERSION.search(link.text):
