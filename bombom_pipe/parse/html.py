@@ -218,8 +218,8 @@ def _walk(doc: HtmlDoc, sheet: visibility.Sheet) -> None:
     position = 0
     waiting: list[tuple[Link, int]] = []  # links closed in this line, by line parts before them
     anchors: list[_Anchor] = []  # the open <a> elements, innermost last
-    # the open elements: (element, whether its parent is in a tiny box, opened an anchor)
-    stack: list[tuple[Any, bool, bool]] = []
+    # the open elements: (element, its tag, whether its parent is in a tiny box, opened an anchor)
+    stack: list[tuple[Any, str, bool, bool]] = []
     in_tiny = False
     seen: dict[tuple, visibility.Box] = {}
 
@@ -239,8 +239,7 @@ def _walk(doc: HtmlDoc, sheet: visibility.Sheet) -> None:
         if node is None:
             if not stack:
                 break
-            element, in_tiny, anchored = stack.pop()
-            tag = element.tag
+            element, tag, in_tiny, anchored = stack.pop()
             if anchored:
                 anchor = anchors.pop()
                 href = anchor.href
@@ -265,7 +264,7 @@ def _walk(doc: HtmlDoc, sheet: visibility.Sheet) -> None:
             node = node.next
             continue
         attributes = node.attributes
-        judged = visibility.box(tag, attributes, sheet, seen)
+        judged = visibility.box(tag, attributes, sheet, seen) if attributes else visibility.DRAWN
         if tag == "img":
             _image(doc, node, attributes, judged, in_tiny, position, anchors)
             node = node.next
@@ -288,7 +287,7 @@ def _walk(doc: HtmlDoc, sheet: visibility.Sheet) -> None:
             anchors.append(_Anchor((attributes.get("href") or "").strip(), before, position))
         if len(stack) == MAX_DEPTH:
             doc.deep.append(node)
-        stack.append((node, in_tiny, anchored))
+        stack.append((node, tag, in_tiny, anchored))
         in_tiny = in_tiny or judged.tiny
         node = node.child
     flush()

@@ -34,7 +34,7 @@ SIZES = ("width", "height", "max-width", "max-height")
 RELEVANT = frozenset({"display", "visibility", "opacity", "overflow", "overflow-x", "overflow-y",
                       *SIZES})
 
-Declarations = Mapping[str, tuple[str, bool]]  # name -> (value, lower case, !important)
+Declarations = Mapping[str, tuple[str, bool]]  # name -> (value in lower case, !important)
 EMPTY: Declarations = {}
 
 _DIMENSION_ATTRIBUTE = re.compile(r"[\t\n\f\r ]*(\d+(?:\.\d+)?)(%?)")
