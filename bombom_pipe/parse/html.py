@@ -225,6 +225,8 @@ def _walk(doc: HtmlDoc, sheet: visibility.Sheet) -> None:
 
     def flush() -> None:
         nonlocal position
+        if not line and not waiting:
+            return  # nested blocks end together: most flushes find nothing
         text = collapse("".join(line))
         for link, at in waiting:
             link.after = _head(line, at)
