@@ -67,6 +67,8 @@ class Headers:
 
 def unfold(value: str) -> str:
     """Remove header folding and stray line breaks."""
+    if "\n" not in value and "\r" not in value:
+        return value.strip()  # most values: nothing to unfold
     return _NEWLINES.sub(" ", _FOLD.sub("", value)).strip()
 
 
