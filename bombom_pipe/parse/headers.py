@@ -183,6 +183,8 @@ def _join_rfc2231(sections: dict[int, tuple[bool, str]], hint: str | None) -> st
 
 
 def _split_semicolons(value: str) -> list[str]:
+    if '"' not in value:
+        return value.split(";")  # nothing quoted: every ";" separates
     parts: list[str] = []
     current: list[str] = []
     quoted = escaped = False
