@@ -52,7 +52,6 @@ _SPACES = re.compile(r"\s+")
 
 CHUNK = 1 << 16
 _NOT_SPACE = re.compile(r"\S")
-_DELETE_SPACES = dict.fromkeys(i for i in range(0x3001) if chr(i).isspace())  # what \s matches
 
 
 def collapse(text: str) -> str:
