@@ -152,6 +152,16 @@ def test_leading_date_issue_and_reading_time_lines_are_dropped(lines: list[str])
     assert m.preview == FIRST
 
 
+@pytest.mark.parametrize("top", ["=09", "369", "01 / 03", "★ ★ ★", "—", "=20=20"])
+def test_leading_blocks_without_a_letter_are_not_the_preview(top: str) -> None:
+    """Stray escapes and counters above the letter: HTML5 parsing puts text found in the head
+    ("=09" from a broken QP escape) at the top of the body, as a browser shows it."""
+    m = parse_message(html_mail(f"<p>{FIRST}</p>", head=top))
+    assert m.preview == FIRST
+    m = parse_message(html_mail(f"<div>{top}</div><p>{FIRST}</p>"))
+    assert m.preview == FIRST
+
+
 def test_a_date_inside_the_text_is_kept() -> None:
     text = "2025년 7월 21일에 있었던 일을 정리했습니다. " + FIRST
     m = parse_message(html_mail(f"<p>{text}</p>"))

@@ -100,6 +100,8 @@ class Render:
     allowed: list[str] = field(default_factory=list)
     blocked: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    text: str = ""  # the article's rendered text
+    size: tuple[int, int] = (0, 0)  # the article's scroll width and height
 
 
 class Browser:
@@ -154,6 +156,10 @@ class Browser:
         self.page.set_viewport_size({"width": WIDTH, "height": HEIGHTS[1]})
         second = self.page.evaluate(INSPECT)
         found = self.current
+        found.text, *size = self.page.evaluate(
+            "() => { const a = document.getElementById('article');"
+            " return [a.innerText, a.scrollWidth, a.scrollHeight]; }")
+        found.size = (size[0], size[1])
         found.problems += first["problems"]
         if first["heights"] != second["heights"]:
             changed = sum(a != b for a, b in zip(first["heights"], second["heights"],
@@ -244,6 +250,45 @@ def test_attacks_render_harmlessly(browser: Browser, name: str) -> None:
     assert found.problems == []
     assert not any("t.example.com" in url or "evil" in url for url in found.allowed)
     assert COVER in found.allowed or not letter, found.allowed
+
+
+# each hides words or an image from a reader in a browser, or draws a box larger than any article
+UNSEEN = {
+    "preheader class": '<style>.preheader{display:none}</style><div class="preheader">unseen '
+                       'words <img src="https://cdn.news.example.com/u/pre.png" width="600" '
+                       'height="300"></div>',
+    "width 1;": '<img src="https://cdn.news.example.com/u/a.png" width="1;" height="1;">',
+    "width 1x": '<img src="https://cdn.news.example.com/u/b.png" width="1x" height="300">',
+    "height 1e0": '<img src="https://cdn.news.example.com/u/c.png" width="600" height="1e0">',
+    "1pt": '<img src="https://cdn.news.example.com/u/d.png" style="width:1pt;height:1pt">',
+    ".2mm": '<img src="https://cdn.news.example.com/u/e.png" style="width:.2mm">',
+    "0.01in": '<img src="https://cdn.news.example.com/u/f.png" style="height:0.01in">',
+    "clipped container": '<div style="overflow:hidden;height:1pt;width:1pt">unseen words <img '
+                         'src="https://cdn.news.example.com/u/g.png" width="600" height="300">'
+                         '</div>',
+    "exponent opacity": '<div style="opacity:1e-9">unseen words <img src="https://cdn.news.'
+                        'example.com/u/h.png" width="600" height="300"></div>',
+    "10000-px box": '<div style="width:10000px;height:10000px;background:#eee">a box</div>',
+}
+LARGEST_ARTICLE = 2000  # px, either way (the article is 700 px wide, the letter a few screens)
+
+
+def unseen_problems(found: Render) -> list[str]:
+    problems = list(found.problems)
+    problems += [f"fetched {url}" for url in found.allowed if "/u/" in url]
+    if "unseen words" in found.text:
+        problems.append("hidden words shown")
+    if max(found.size) > LARGEST_ARTICLE:
+        problems.append(f"article of {found.size}")
+    return problems
+
+
+@pytest.mark.parametrize("name", list(UNSEEN))
+def test_what_a_browser_would_not_show_is_not_in_the_display(browser: Browser, name: str
+                                                              ) -> None:
+    assert unseen_problems(browser.render(UNSEEN[name] + CONTENT_IMAGE)), "the check sees it"
+    shown = parse_message(mail(UNSEEN[name] + CONTENT_IMAGE)).display_html
+    assert unseen_problems(browser.render(shown or "")) == []
 
 
 def test_the_check_itself_sees_each_kind_of_harm(browser: Browser) -> None:
