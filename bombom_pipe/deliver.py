@@ -5,8 +5,9 @@ a process it can kill (a forked child, or a child of `bombom worker`); `bombom r
 1. parse (pure): unusable -> the delivery is recorded as quarantined, raw kept for `replay`;
    running out of time or memory while parsing is the message's doing: quarantined too
    ("unparsable: parse budget exceeded"), never deferred, since every retry would do the same;
-   then authenticate (auth.py, bounded DNS; never fails the delivery): DMARC fail under
-   p=reject -> quarantined, unless the operator turned that off;
+   then authenticate (auth.py: DKIM, SPF for the envelope's client address and sender, DMARC;
+   bounded DNS; never fails the delivery): DMARC fail under p=reject -> quarantined, unless
+   the operator turned that off;
 2. store in one transaction: unknown member -> nouser (67); duplicate -> 0; transient database
    errors are retried with backoff inside the deadline, then tempfail; a value the database
    refuses (SQLSTATE class 22/23, or psycopg's own DataError) -> quarantined, since retrying
@@ -160,7 +161,7 @@ def deliver_saved(settings: config.Settings, saved: spool.Saved, envelope: Envel
                          queue_id=envelope.queue_id, envelope_sender=envelope.sender,
                          client_address=envelope.client_address)
             auth, refusal = judge(settings, raw, msg, deadline.remaining(),
-                                   envelope.sender)
+                                   envelope.sender, envelope.client_address)
             result = _store_with_retries(settings, deadline, d, msg, reason or refusal, log,
                                          auth, connect)
     except DeadlineExceeded as e:

@@ -4,7 +4,6 @@ must not suppress, overwrite or impersonate a publisher."""
 
 from __future__ import annotations
 
-import base64
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from email.message import EmailMessage
@@ -13,32 +12,11 @@ import dkim
 import psycopg
 import pytest
 
-from .conftest import ALICE, BOB, Env
+from .conftest import ALICE, BOB, DKIM_DOMAIN, DKIM_SELECTOR, Env
 from .dns_fixture import DnsServer
 from .test_admin import bombom
 
-DOMAIN = "digest.example.com"
-SELECTOR = "s2026"
-
-
-@pytest.fixture(scope="module")
-def key(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, str]:
-    """(PEM private key, DNS TXT value) of a fresh 2048-bit RSA key."""
-    d = tmp_path_factory.mktemp("dkim")
-    private = d / "key.pem"
-    subprocess.run(["openssl", "genrsa", "-traditional", "-out", str(private), "2048"],
-                   check=True, capture_output=True)
-    der = subprocess.run(["openssl", "rsa", "-in", str(private), "-pubout", "-outform", "DER"],
-                         check=True, capture_output=True).stdout
-    return private.read_bytes(), f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode()}"
-
-
-@pytest.fixture
-def dns(dns_server: DnsServer, key: tuple[bytes, str], db: psycopg.Connection) -> DnsServer:
-    """The loopback server with our key published for DOMAIN and example.net (a platform)."""
-    for d in (DOMAIN, "esp.example.net", "example.com"):
-        dns_server.txt[f"{SELECTOR}._domainkey.{d}"] = [key[1]]
-    return dns_server
+DOMAIN, SELECTOR = DKIM_DOMAIN, DKIM_SELECTOR
 
 
 def mail(subject: str = "Issue 42", *, sender: str = f"news@{DOMAIN}", name: str = "The Digest",
@@ -77,10 +55,14 @@ def stored(r: subprocess.CompletedProcess[bytes], what: str = "stored") -> None:
     assert r.stdout.decode().startswith(f"2.0.0 {what}"), r.stdout
 
 
-def newsletter(db: psycopg.Connection) -> tuple:
+def newsletter(db: psycopg.Connection, member: str = ALICE) -> tuple:
+    """The shared row's name and List-Id, `member`'s own unsubscribe link and one-click flag,
+    and whether the newsletter was ever seen authenticated."""
     return db.execute(
-        "SELECT display_name, list_id, unsubscribe_http, unsubscribe_one_click, "
-        "authenticated_at IS NOT NULL FROM newsletters").fetchone()
+        "SELECT n.display_name, n.list_id, s.unsubscribe_http, s.unsubscribe_one_click,"
+        " n.authenticated_at IS NOT NULL FROM newsletters n LEFT JOIN subscriptions s"
+        " ON s.newsletter_id = n.id AND s.member_id = (SELECT id FROM members WHERE address = %s)",
+        (member,)).fetchone()
 
 
 # -- verdicts -------------------------------------------------------------------------------------
@@ -177,17 +159,75 @@ def test_dmarc_reject_failure_is_quarantined_and_replayable(
     assert article(db, "subject = %s", "Reset your password")[:3] == ("fail", None, "reject")
 
 
-def test_dmarc_reject_failure_with_an_aligned_envelope_sender_is_shown_not_quarantined(
+# -- SPF: DMARC also passes by an envelope sender aligned with From that SPF authorizes ----------
+
+BOUNCES = f"bounces@{DOMAIN}"
+
+
+def spf(dns: DnsServer, record: str = "v=spf1 ip4:192.0.2.0/24 -all", at: str = DOMAIN) -> None:
+    dns.txt[at] = [record]
+
+
+def test_aligned_spf_pass_passes_dmarc_without_a_signature(
         env: Env, db: psycopg.Connection, dns: DnsServer) -> None:
-    """SPF is not evaluated: where it could make DMARC pass, a DKIM failure alone is no reason
-    to hide the message; the member sees it with the verdict `fail`."""
     dns.txt["_dmarc.example.com"] = ["v=DMARC1; p=reject"]
+    spf(dns)
     unsigned = mail(subject="Sent from our own server", mid="own@digest.example.com")
-    stored(env.deliver(unsigned, "--sender", "bounces@mail.example.com"))
-    assert article(db)[:3] == ("fail", None, "reject")
+    stored(env.deliver(unsigned, "--sender", BOUNCES, "--client-address", "192.0.2.7"))
+    verdict, signer, policy, detail, _ = article(db)
+    assert (verdict, signer, policy) == ("pass", None, "reject")
+    assert f"spf=pass smtp.mailfrom={DOMAIN} client=192.0.2.7" in detail
+    assert DOMAIN in dns.queries  # SPF asked the loopback server, like everything else
+    assert newsletter(db) == ("The Digest", f"weekly.{DOMAIN}", f"https://{DOMAIN}/unsub/abc",
+                              True, True)
+    # the same envelope from a client SPF does not authorize: quarantined under p=reject
     r = env.deliver(mail(subject="Forged", mid="forged@evil.example.org"),
-                    "--sender", "x@evil.example.org")
+                    "--sender", BOUNCES, "--client-address", "198.51.100.9", recipient=BOB)
     stored(r, "quarantined")
+    assert b"spf=fail" in r.stdout
+
+
+def test_an_aligned_envelope_sender_alone_is_no_exemption(
+        env: Env, db: psycopg.Connection, dns: DnsServer) -> None:
+    """Before SPF was evaluated, a p=reject failure with an envelope sender aligned with From was
+    shown instead of quarantined: anyone can write that envelope sender."""
+    dns.txt["_dmarc.example.com"] = ["v=DMARC1; p=reject"]
+    stored(env.deliver(mail(), "--sender", "bounces@mail.example.com"), "quarantined")
+    spf(dns, "v=spf1 -all", at="mail.example.com")
+    stored(env.deliver(mail(), "--sender", "bounces@mail.example.com",
+                       "--client-address", "192.0.2.7"), "quarantined")
+    assert db.execute("SELECT count(*) FROM articles").fetchone()[0] == 0
+
+
+def test_spf_alignment_is_relaxed_unless_the_record_says_strict(
+        env: Env, db: psycopg.Connection, dns: DnsServer) -> None:
+    """An ESP's bounce domain under the publisher's organizational domain aligns (relaxed);
+    `aspf=s` wants the From domain itself; an ESP's own bounce domain never aligns."""
+    spf(dns, "v=spf1 include:_spf.esp.example.net -all", at="bounce.example.com")
+    dns.txt["_spf.esp.example.net"] = ["v=spf1 ip4:203.0.113.0/24 ~all"]
+    dns.txt["_dmarc.example.com"] = ["v=DMARC1; p=quarantine"]
+    envelope = ("--sender", "b-123@bounce.example.com", "--client-address", "203.0.113.5")
+    stored(env.deliver(mail(), *envelope))
+    assert article(db)[:3] == ("pass", None, "quarantine")
+    dns.txt["_dmarc.example.com"] = ["v=DMARC1; p=quarantine; aspf=s"]
+    stored(env.deliver(mail(), *envelope, recipient=BOB))
+    verdict, _, _, detail, _ = article(db)
+    assert verdict == "fail" and "smtp.mailfrom=bounce.example.com not aligned" in detail
+    spf(dns, "v=spf1 ip4:203.0.113.0/24 -all", at="esp.example.net")
+    stored(env.deliver(mail(subject="x", mid="x@y"), "--sender", "b@esp.example.net",
+                       "--client-address", "203.0.113.5"))
+    assert article(db)[0] == "fail"
+
+
+def test_spf_dns_timeout_is_temperror_within_the_budget(
+        env: Env, db: psycopg.Connection, dns: DnsServer) -> None:
+    env.write_config(env.config.read_text() + "dns_timeout_seconds = 1\n")
+    dns.txt["_dmarc.example.com"] = ["v=DMARC1; p=reject"]
+    dns.silent.add(DOMAIN)
+    r = env.deliver(mail(), "--sender", BOUNCES, "--client-address", "192.0.2.7")
+    stored(r)  # unknown is not a failure: stored, not quarantined
+    verdict, _, _, detail, _ = article(db)
+    assert verdict == "temperror" and "spf=temperror" in detail, detail
 
 
 def test_control_characters_quoted_from_a_signature_are_stored_printable(
@@ -231,10 +271,12 @@ def test_a_stranger_cannot_rewrite_the_shared_newsletter_row(
     real = ("The Digest", f"weekly.{DOMAIN}", f"https://{DOMAIN}/unsub/abc", True, True)
     assert newsletter(db) == real
     spoof = mail(subject="Issue 43", mid=f"issue-43@{DOMAIN}", name="The Digest (new home)",
-                 unsubscribe="http://169.254.169.254/latest/meta-data/iam/", one_click=False,
+                 unsubscribe="https://evil.example.org/u", one_click=False,
                  list_id="evil.example.org")
     stored(env.deliver(spoof))
+    stored(env.deliver(spoof, recipient=BOB))  # nor the link of a member who has none yet
     assert newsletter(db) == real
+    assert newsletter(db, BOB) == ("The Digest", f"weekly.{DOMAIN}", None, False, True)
     # the spoof's own article keeps what it said, marked unauthenticated for the app
     assert db.execute("SELECT auth_verdict, from_name FROM articles WHERE subject = 'Issue 43'"
                       ).fetchone() == ("none", "The Digest (new home)")
@@ -253,6 +295,60 @@ def test_first_sighting_fills_the_row_until_authenticated_mail_comes(
     stored(env.deliver(sign(mail(subject="Issue 44", mid="44@x"), key)))
     assert newsletter(db) == ("The Digest", f"weekly.{DOMAIN}", f"https://{DOMAIN}/unsub/abc",
                               True, True)
+
+
+def test_a_stranger_cannot_fill_what_the_first_sighting_left_empty(
+        env: Env, db: psycopg.Connection, dns: DnsServer) -> None:
+    """A sender that never signs and sends no List-Id: a later stranger cannot give it one
+    (before, an unsigned spoof set list_id of a real sender's row)."""
+    stored(env.deliver(mail().replace(f"List-Id: Weekly <weekly.{DOMAIN}>\r\n".encode(), b"")))
+    assert newsletter(db)[1] is None
+    stored(env.deliver(mail(subject="Issue 43", mid="43@x", list_id="evil.example.org"),
+                       recipient=BOB))
+    assert newsletter(db)[1] is None
+
+
+def test_each_member_keeps_their_own_unsubscribe_link(
+        env: Env, db: psycopg.Connection, dns: DnsServer, key: tuple[bytes, str]) -> None:
+    """List-Unsubscribe carries a per-recipient token or address: alice's link is never shown to
+    bob (whose "unsubscribe" would unsubscribe alice and disclose her token), nor the reverse."""
+    def personal(who: str, n: int) -> bytes:
+        token = who.split("@")[0]
+        raw = mail(subject=f"Issue {n}", mid=f"issue-{n}-{token}@{DOMAIN}",
+                   unsubscribe=f"https://{DOMAIN}/disable?token={token}-{n}")
+        return sign(raw.replace(
+            f"List-Unsubscribe: <https://{DOMAIN}/disable?token={token}-{n}>".encode(),
+            f"List-Unsubscribe: <https://{DOMAIN}/disable?token={token}-{n}>,"
+            f" <mailto:{token}-{n}@unsub.{DOMAIN}>".encode()), key)
+
+    for n in (1, 2):
+        stored(env.deliver(personal(ALICE, n), recipient=ALICE))
+        stored(env.deliver(personal(BOB, n), recipient=BOB))
+    rows = db.execute(
+        "SELECT m.address, s.unsubscribe_http, s.unsubscribe_mailto, s.unsubscribe_one_click,"
+        " s.first_seen_at < s.last_seen_at FROM subscriptions s JOIN members m"
+        " ON m.id = s.member_id ORDER BY m.address").fetchall()
+    assert rows == [
+        (ALICE, f"https://{DOMAIN}/disable?token=alice-2", f"mailto:alice-2@unsub.{DOMAIN}",
+         True, True),
+        (BOB, f"https://{DOMAIN}/disable?token=bob-2", f"mailto:bob-2@unsub.{DOMAIN}",
+         True, True)]
+    # the shared row holds no member's link
+    assert db.execute("SELECT unsubscribe_http, unsubscribe_mailto, unsubscribe_one_click"
+                      " FROM newsletters").fetchone() == (None, None, False)
+
+
+def test_the_confirmation_link_is_the_members_own(
+        env: Env, db: psycopg.Connection, dns: DnsServer) -> None:
+    confirm = mail(subject="Please confirm your subscription", mid="c1@x",
+                   body=f'<p>Confirm your subscription:</p><a href="https://{DOMAIN}/confirm?'
+                        f't=alice-secret">Yes, subscribe me</a>')
+    stored(env.deliver(confirm))
+    stored(env.deliver(mail(), recipient=BOB))
+    rows = db.execute(
+        "SELECT m.address, s.confirmation_url FROM subscriptions s JOIN members m"
+        " ON m.id = s.member_id ORDER BY m.address").fetchall()
+    assert rows == [(ALICE, f"https://{DOMAIN}/confirm?t=alice-secret"), (BOB, None)]
 
 
 def photo_issue(n: int, photo: str) -> bytes:
