@@ -219,6 +219,18 @@ def test_spf_alignment_is_relaxed_unless_the_record_says_strict(
     assert article(db)[0] == "fail"
 
 
+def test_replay_evaluates_spf_on_the_recorded_client_address(
+        env: Env, pg, db: psycopg.Connection, dns: DnsServer) -> None:  # noqa: ANN001
+    dns.txt["_dmarc.example.com"] = ["v=DMARC1; p=reject"]
+    spf(dns, "v=spf1 ip4:192.0.2.0/24 -all")
+    stored(env.deliver(mail(), "--sender", BOUNCES, "--client-address", "198.51.100.9"),
+           "quarantined")
+    spf(dns, "v=spf1 ip4:192.0.2.0/24 ip4:198.51.100.0/24 -all")  # the publisher's new server
+    r = bombom(env, "replay", owner_url=pg.url(), as_delivery_user=True)
+    assert "stored 1" in r.stdout, r
+    assert article(db)[:3] == ("pass", None, "reject")
+
+
 def test_spf_dns_timeout_is_temperror_within_the_budget(
         env: Env, db: psycopg.Connection, dns: DnsServer) -> None:
     env.write_config(env.config.read_text() + "dns_timeout_seconds = 1\n")
@@ -502,3 +514,55 @@ def test_migration_rewrites_keys_and_hashes_content_like_the_code(pg) -> None:  
                        content_sha256(msgs[0]), None)
     assert rows[1] == (f"from:{msgs[1].from_address} sha256:1", content_sha256(msgs[1]), None)
     assert rows[2][1] == content_sha256(msgs[2])
+
+
+# -- migration 008 --------------------------------------------------------------------------------
+
+def test_migration_008_gives_each_member_their_own_link_and_clears_the_shared_one(
+        pg) -> None:  # noqa: ANN001
+    from bombom_pipe.schema import migrations, upgrade
+
+    pg.createdb("bombom_migration_008")
+    url = pg.url("bombom_migration_008")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+        conn.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY, "
+                     "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
+        for version, name, sql in migrations():
+            if version < 8:
+                conn.execute(sql)
+                conn.execute("INSERT INTO schema_migrations VALUES (%s, %s)", (version, name))
+        conn.execute("DROP ROLE IF EXISTS deliver_007")
+        conn.execute("CREATE ROLE deliver_007")  # the delivery role as init-db granted it before
+        conn.execute("GRANT SELECT, INSERT ON articles TO deliver_007")
+        conn.execute("GRANT SELECT, INSERT, UPDATE (display_name, list_id, sender_header, "
+                     "unsubscribe_http, unsubscribe_mailto, unsubscribe_one_click, last_seen_at, "
+                     "unsubscribe_http_target, authenticated_at) ON newsletters TO deliver_007")
+        conn.execute("INSERT INTO members (address) VALUES (%s), (%s)", (ALICE, BOB))
+        conn.execute("INSERT INTO newsletters (sender_address, unsubscribe_http, "
+                     "unsubscribe_one_click, authenticated_at) VALUES (%s, %s, true, now())",
+                     (f"news@{DOMAIN}", "https://x/disable?token=alice-2"))
+        for member, verdict, link in [(1, "pass", "alice-1"), (1, "pass", "alice-2"),
+                                      (2, "pass", "bob-1"), (2, "none", "evil")]:
+            conn.execute(
+                "INSERT INTO articles (member_id, newsletter_id, dedup_key, raw_sha256, raw_path,"
+                " unsubscribe_http, unsubscribe_one_click, auth_verdict) VALUES (%s, 1, %s, %s,"
+                " 'x', %s, %s, %s)", (member, link, link, f"https://x/disable?token={link}",
+                                      link != "evil", verdict))
+        assert "008_subscriptions" in upgrade(conn)
+        rows = conn.execute("SELECT member_id, unsubscribe_http, unsubscribe_one_click FROM "
+                            "subscriptions ORDER BY member_id").fetchall()
+        shared = conn.execute("SELECT unsubscribe_http, unsubscribe_one_click FROM newsletters"
+                              ).fetchone()
+        grants = conn.execute(
+            "SELECT has_table_privilege('deliver_007', 'subscriptions', 'INSERT'),"
+            " has_column_privilege('deliver_007', 'subscriptions', 'unsubscribe_http', 'UPDATE'),"
+            " has_column_privilege('deliver_007', 'subscriptions', 'member_id', 'UPDATE'),"
+            " has_column_privilege('deliver_007', 'newsletters', 'unsubscribe_http', 'UPDATE'),"
+            " has_column_privilege('deliver_007', 'newsletters', 'list_id', 'UPDATE')").fetchone()
+        conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+        conn.execute("DROP ROLE deliver_007")
+    assert rows == [(1, "https://x/disable?token=alice-2", True),
+                    (2, "https://x/disable?token=bob-1", True)]  # not the unauthenticated one
+    assert shared == (None, False)
+    assert grants == (True, True, False, False, True)
