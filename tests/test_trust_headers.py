@@ -71,7 +71,7 @@ def links(db: psycopg.Connection, member: str) -> tuple | None:
 
 REAL_ROW = ("The Digest", f"weekly.{DOMAIN}", SENDER, True)
 REAL_LINK = (f"https://{DOMAIN}/unsub/abc", True)
-PLAIN_LINK = (f"https://{DOMAIN}/unsub/abc", False)
+PLAIN_LINK = (f"https://{DOMAIN}/unsub/abc", False)  # without List-Unsubscribe-Post
 
 
 # -- a second copy of a signed header -------------------------------------------------------------
@@ -157,10 +157,16 @@ def test_through_the_worker(env: Env, db: psycopg.Connection, dns: DnsServer,
         stored(env.deliver(genuine, recipient=BOB))
         stored(env.deliver(on_top(FORGED["list-unsubscribe"], genuine)))
         assert article(db)[0] == "fail"
-        assert by_worker(env) >= before + 2
+        # SPF through the worker: the client address and sender reach it from bombom-deliver
+        dns.txt[DOMAIN] = ["v=spf1 ip4:192.0.2.0/24 -all"]
+        stored(env.deliver(issue(43), "--sender", f"bounces@{DOMAIN}",
+                           "--client-address", "192.0.2.7"))
+        verdict, signer, _, detail, _ = article(db)
+        assert (verdict, signer) == ("pass", None) and "spf=pass" in detail, detail
+        assert by_worker(env) >= before + 3
     finally:
         w.stop()
-    assert row(db) == REAL_ROW and links(db, ALICE) == (None, False)
+    assert row(db) == REAL_ROW and links(db, BOB) == PLAIN_LINK
 
 
 # -- caps before any verification -----------------------------------------------------------------
@@ -223,3 +229,24 @@ def test_a_key_inside_the_bounds_is_verified(env: Env, db: psycopg.Connection, d
     dns.txt[f"other._domainkey.{DOMAIN}"] = [key[1]]
     stored(env.deliver(signed(issue(), key, selector="other")))
     assert article(db)[:2] == ("pass", DOMAIN)
+
+
+# -- the same rules for a milter's verdict (auth_method = "authentication-results") --------------
+
+def test_a_milters_pass_vouches_only_for_what_the_domains_signatures_name(
+        env: Env, db: psycopg.Connection, dns: DnsServer, key: tuple[bytes, str]) -> None:
+    """The milter says dkim=pass for the domain, not which signature: what every signature of
+    that domain names, once, is vouched for; a second Subject on top is a `fail` as in dkim
+    mode."""
+    env.write_config(env.config.read_text() + 'auth_method = "authentication-results"\n'
+                     'authserv_id = "mx.bombom.test"\n')
+    ours = (f"Authentication-Results: mx.bombom.test; dkim=pass header.d={DOMAIN};"
+            f" dmarc=pass (p=reject) header.from={DOMAIN}")
+    partial = (b"from", b"to", b"subject", b"date", b"message-id", b"list-unsubscribe")
+    stored(env.deliver(on_top(ours, signed(issue(), key, partial)), recipient=BOB))
+    assert article(db)[:2] == ("pass", DOMAIN)
+    assert row(db) == ("The Digest", None, None, True)  # List-Id and Sender not signed
+    assert links(db, BOB) == PLAIN_LINK  # List-Unsubscribe signed
+    r = env.deliver(on_top(ours, on_top(FORGED["subject"], signed(issue(44), key))))
+    stored(r, "quarantined")  # fail under the p=reject the milter reported
+    assert dns.queries == []
