@@ -277,6 +277,9 @@ def verify(raw: bytes, domain: str, dns: Dns, smtp: Smtp) -> Auth:
                                        notes, counts)
     if passed:
         signer, covered = passed
+        unsigned = sorted(n for n in counts if _shown(n) and n not in covered)
+        if unsigned:  # for operators: what this pass says nothing about
+            notes.insert(0, f"not signed: {', '.join(unsigned)}"[:120])
         return Auth(PASS, signer, policy, _join([f"dkim=pass d={signer}", *notes]),
                     _once(counts, covered))
     spf = check_spf(smtp, domain, bool(dmarc and dmarc.strict_spf), dns, notes)
@@ -317,10 +320,15 @@ def _once(counts: Counter[str], names: Counter[str] | set[str] | frozenset[str]
     return frozenset(n for n in names if counts.get(n) == 1)
 
 
+def _shown(name: str) -> bool:
+    """A header a reader sees or the dedup key uses (From, Subject, Message-ID, List-*)."""
+    return name in SINGLE or name.startswith("list-")
+
+
 def repeated(counts: Counter[str]) -> list[str]:
     """Headers a reader sees or the dedup key uses that appear more than once: whichever copy
     a signature covers, the parser shows the top-most one."""
-    return sorted(n for n, c in counts.items() if c > 1 and (n in SINGLE or n.startswith("list-")))
+    return sorted(n for n, c in counts.items() if c > 1 and _shown(n))
 
 
 # -- DKIM -----------------------------------------------------------------------------------------
@@ -409,7 +417,7 @@ def _check_signatures(raw: bytes, domain: str, strict: bool, dns: Dns, notes: li
         if checked == MAX_SIGNATURES:
             break
         checked += 1
-        covered = {n.decode("ascii", "replace") for n in prep[1]}  # h=, before dkimpy adds
+        covered = {n.strip().decode("ascii", "replace") for n in prep[1]}  # h=, before dkimpy adds
         try:
             ok = checker.verify(idx, dnsfunc=txt)
             why = "" if ok else "signature or key did not verify"
