@@ -112,3 +112,34 @@ def test_supervisor_peak_rss(env: Env, db: psycopg.Connection) -> None:
         own.append(int(r.stderr.decode().split()[-1]))
     print(f"\nbombom-deliver (supervisor) peak RSS: median {statistics.median(own) / 1024:.1f} "
           f"MiB, max {max(own) / 1024:.1f} MiB")
+
+
+def test_authentication_of_hostile_mail(dns_server, key) -> None:  # noqa: ANN001
+    """CPU of `auth.verify` alone for what a stranger can send: thousands of DKIM-Signature
+    headers (dkimpy's cost grows with their square), and a signature whose key has a 32768-bit
+    modulus and exponent with a b= as long as the modulus (one modular exponentiation of that
+    size). Both are refused before dkimpy does the work; figures only."""
+    import base64
+    import os
+    import re
+
+    from bombom_pipe import auth
+    from tests.test_trust import DOMAIN, SELECTOR
+    from tests.test_trust_headers import issue, rsa_public_key, signed
+
+    dns_server.txt[f"{SELECTOR}._domainkey.{DOMAIN}"] = [key[1]]
+    dns_server.txt[f"huge._domainkey.{DOMAIN}"] = [rsa_public_key(32768, (1 << 32767) | 1)]
+    genuine = signed(issue(), key)
+    junk = b"".join(b"DKIM-Signature: v=1; a=rsa-sha256; d=other%d.example.org; s=x; h=from;"
+                    b" bh=AAAA; b=AAAA\r\n" % i for i in range(8000))
+    huge = signed(issue(), key, selector="huge")
+    end = re.search(rb"\r\n(?![ \t])", huge).start()  # the end of the DKIM-Signature field
+    fat = base64.b64encode(b"\x01" + os.urandom(4095))
+    huge = re.sub(rb"b=[A-Za-z0-9+/=\s]+$", b"b=" + fat, huge[:end]) + huge[end:]
+    print("\nauth.verify, CPU seconds:")
+    for name, raw in [("genuine signature", genuine), ("8000 junk signatures", junk + genuine),
+                      ("32768-bit key", huge)]:
+        t = time.process_time()
+        verdict = auth.verify(raw, DOMAIN, auth.Dns((dns_server.address,), 120), auth.Smtp())
+        print(f"  {name:<22} {time.process_time() - t:6.2f}  {verdict.verdict}:"
+              f" {verdict.detail[:70]}")

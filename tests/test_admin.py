@@ -13,7 +13,14 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from bombom_pipe.schema import GRANTS, NEWSLETTER_UPSERT_COLUMNS, grant, migrations, upgrade
+from bombom_pipe.schema import (
+    GRANTS,
+    NEWSLETTER_UPSERT_COLUMNS,
+    SUBSCRIPTION_UPSERT_COLUMNS,
+    grant,
+    migrations,
+    upgrade,
+)
 from bombom_pipe.spool import raw_path
 
 from .conftest import ALICE, EXAMPLES, Env
@@ -78,6 +85,29 @@ def test_delivery_role_updates_only_the_upserted_newsletter_columns(
     assert env.deliver(DIGEST.replace(b"<digest-2026-11-30@", b"<digest-2@")).returncode == 0
     assert db.execute("SELECT count(*), bool_or(keep_forever) FROM newsletters").fetchone() == (
         1, False)
+
+
+def test_delivery_role_upserts_only_the_members_links(
+        env: Env, db: psycopg.Connection, pg: LocalPostgres) -> None:
+    """On subscriptions the delivery role may insert and update the links and last_seen_at its
+    upsert sets: not move a row to another member or newsletter, not delete one."""
+    assert env.deliver(DIGEST).returncode == 0
+    assert env.deliver(DIGEST.replace(b"<digest-2026-11-30@", b"<digest-2@")).returncode == 0
+    with psycopg.connect(pg.url(user="bombom_deliver")) as conn:
+        for sql in ("UPDATE subscriptions SET member_id = member_id",
+                    "UPDATE subscriptions SET newsletter_id = newsletter_id",
+                    "UPDATE subscriptions SET first_seen_at = now()",
+                    "DELETE FROM subscriptions", "TRUNCATE subscriptions"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(sql)
+            conn.rollback()
+        updatable = {r[0] for r in conn.execute(
+            """SELECT attname FROM pg_attribute WHERE attrelid = 'subscriptions'::regclass
+               AND attnum > 0 AND NOT attisdropped
+               AND has_column_privilege('bombom_deliver', 'subscriptions', attname, 'UPDATE')""")}
+    assert updatable == set(SUBSCRIPTION_UPSERT_COLUMNS)
+    assert db.execute("SELECT count(*), bool_and(last_seen_at > first_seen_at)"
+                      " FROM subscriptions").fetchone() == (1, True)
 
 
 def _column_updates(conn: psycopg.Connection, role: str) -> set[str]:

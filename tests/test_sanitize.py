@@ -292,4 +292,4 @@ def test_delivered_article_stores_only_safe_html_and_urls(env: Env, db: psycopg.
     assert image_sources(shown) == ["https://img.example.com/cover.jpg"]
     assert "url(" not in shown and "100v" not in shown and "Your session expired" in shown
     assert unsubscribe is None
-    assert db.execute("SELECT unsubscribe_http FROM newsletters").fetchone()[0] is None
+    assert db.execute("SELECT unsubscribe_http FROM subscriptions").fetchone()[0] is None
