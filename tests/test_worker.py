@@ -86,7 +86,14 @@ def test_worker_failing_mid_burst_loses_and_duplicates_nothing(
     env.extra_env = {"BOMBOM_DEADLINE_SECONDS": "10"}
     sig = getattr(signal, fault)
     t0 = time.monotonic()
-    codes = burst(env, n, lambda: os.killpg(worker.proc.pid, sig), n // 4, fault)
+    before_fault = []
+
+    def hit() -> None:
+        before_fault.append(by_worker(env))  # the worker was delivering when it was hit
+        os.killpg(worker.proc.pid, sig)
+
+    codes = burst(env, n, hit, n // 4, fault)
+    assert before_fault[0] > 0, "no delivery by the worker before the fault"
     took = time.monotonic() - t0
     # 75 only where the stopped worker still held the row lock of the very message the cold path
     # then tried (its transaction was open): Postfix retries those later
