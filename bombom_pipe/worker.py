@@ -105,8 +105,9 @@ class Task:
     job: protocol.Job
     answer: Callable[[int, str, str], None]
     taken: Callable[[], None] = lambda: None
+    expired: Callable[[], None] = lambda: None  # not taken by `expires`: dropped, unanswered
     queued: float = field(default_factory=time.monotonic)
-    expires: float | None = None  # not taken by then: dropped (the pipe door: gone cold)
+    expires: float | None = None  # the pipe door: bombom-deliver then goes cold
     left: list[int] = field(default_factory=list)  # recipients not answered yet
     moved: int = 0  # times taken away from a stopped process
 
@@ -277,7 +278,7 @@ class Worker:
                     self._end(proc, verdict)
         for task in [t for t in self.queue if t.expires is not None and now >= t.expires]:
             self.queue.remove(task)
-            self._settle(task, judge.Verdict("tempfail", "no delivery process was free"))
+            task.expired()
         for task in [t for t in self.queue if now >= _monotonic(t.job.deadline)]:
             self.queue.remove(task)
             self._settle(task, judge.Verdict("tempfail", "no delivery process was free "
@@ -496,7 +497,7 @@ class PipeClient:
             self.close()
             return
         self.task = Task(job, self.answer, taken=lambda: self.send({"accepted": True}),
-                         expires=self.since + QUEUE_WAIT)
+                         expired=self.close, expires=self.since + QUEUE_WAIT)
         self.worker.queue.append(self.task)
 
     def answer(self, i: int, outcome: str, detail: str) -> None:

@@ -6,7 +6,7 @@ A message with the header `X-Test-Parser: spin` makes `parse_message` run a regu
 that holds the GIL for minutes without ever checking for signals (the class of bug a deadline
 inside the process cannot stop); `loop` spins in Python code; `sleep` makes it stall without
 working, as a parser starved by a loaded machine would; `die` kills its own process (a crash in
-C code, or the kernel's OOM killer); `memory` asks for 2 GiB at once, as a memory bomb would;
+C code, or the kernel's OOM killer); `pause` sleeps 3 s and goes on (slow, within every budget); `memory` asks for 2 GiB at once, as a memory bomb would;
 `stall` blocks SIGALRM and sleeps, as a C call that restarts on EINTR would. `X-Test-Auth: ...`
 does the same in sender authentication (auth.judge), `X-Test-Store: ...` in the store stage
 (store.deliver, storing an article; the parser itself behaves). With BOMBOM_TEST_PARSES set,
@@ -32,6 +32,8 @@ def _misbehave(raw: bytes, header: bytes) -> None:
             pass
     elif header + b"sleep" in raw:
         time.sleep(3600)
+    elif header + b"pause" in raw:  # slow, but within every budget
+        time.sleep(3)
     elif header + b"die" in raw:
         os.kill(os.getpid(), signal.SIGKILL)
     elif header + b"memory" in raw:
