@@ -5,12 +5,13 @@ its path, so no mail can trigger it.
 A message with the header `X-Test-Parser: spin` makes `parse_message` run a regular expression
 that holds the GIL for minutes without ever checking for signals (the class of bug a deadline
 inside the process cannot stop); `loop` spins in Python code; `sleep` makes it stall without
-working, as a parser starved by a loaded machine would; `die` kills its own process (a crash in
-C code, or the kernel's OOM killer); `pause` sleeps 3 s and goes on (slow, within every budget); `memory` asks for 2 GiB at once, as a memory bomb would;
-`stall` blocks SIGALRM and sleeps, as a C call that restarts on EINTR would. `X-Test-Auth: ...`
-does the same in sender authentication (auth.judge), `X-Test-Store: ...` in the store stage
-(store.deliver, storing an article; the parser itself behaves). With BOMBOM_TEST_PARSES set,
-each parse appends a byte to that file.
+working, as a parser starved by a loaded machine would; `pause` sleeps 3 s and goes on (slow,
+within every budget); `die` kills its own process (a crash in C code, or the kernel's OOM
+killer); `memory` asks for 2 GiB at once, as a memory bomb would; `stall` blocks SIGALRM and
+sleeps, as a C call that restarts on EINTR would. `X-Test-Auth: ...` does the same in sender
+authentication (auth.judge), `X-Test-Store: ...` in the store stage (store.deliver, storing an
+article; the parser itself behaves). With BOMBOM_TEST_PARSES set, each parse appends a byte to
+that file.
 """
 
 import importlib.abc
