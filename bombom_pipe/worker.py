@@ -42,12 +42,9 @@ from .maildir import Maildir, envelope, received
 
 IDENT = "bombom-worker"
 TICK = 0.1  # how often running jobs are judged and new/ is looked at when busy
-SCAN = 0.5  # how often an empty new/ is looked at again
 QUEUE_WAIT = 0.8  # a pipe job no process took within this goes cold (bombom-deliver waits 1 s)
 LOOKUP_TIMEOUT = 1.0  # LMTP's member lookup at RCPT; after a failure, 451 for DOWN_PAUSE
 DOWN_PAUSE = 2.0
-MAX_BACKOFF = 300.0  # pull: longest pause of one file after a tempfail
-IDLE_TIMEOUT = 300.0  # an LMTP connection silent this long is closed (Postfix caches ~2 s)
 DEFAULT_SIZE = 10240000  # Postfix's default message_size_limit
 
 
