@@ -127,7 +127,7 @@ def _pull(settings: config.Settings, job: dict, ctl: int, kept: KeptConnection, 
     started = os.stat(path).st_mtime  # when virtual(8) delivered it: the lag is measured from it
     child.deliver(settings, {
         "sha256": saved.sha256, "size": saved.size, "started": started,
-        "envelope": {**envelope(path), "queue_id": f"maildir:{path.name}"[:64]},
+        "envelope": envelope(path),
         "deadline": time.time() + settings.deadline_seconds,
         "quarantine": job.get("quarantine")}, ctl, kept, log=log)
 

@@ -68,7 +68,7 @@ def test_files_are_delivered_and_moved_to_cur(env: Env, db: psycopg.Connection, 
                       "ORDER BY d.id").fetchall()
     assert {r[0] for r in rows} == {ALICE, BOB}
     assert {r[1] for r in rows} == {"bounce@news.example.kr"}
-    assert all(r[2].startswith("maildir:") for r in rows)
+    assert all(r[2].startswith("maildir:") for r in rows)  # no Received: in these files
 
 
 def test_database_down_leaves_files_for_later(env: Env, db: psycopg.Connection, maildir: Path,
@@ -125,3 +125,31 @@ def test_gil_spinning_file_is_quarantined(env: Env, db: psycopg.Connection, mail
         w.stop()
     assert db.execute("SELECT outcome, detail FROM deliveries ORDER BY outcome").fetchall() == [
         ("quarantined", "unparsable: parse budget exceeded"), ("stored", "article 1")]
+
+
+def test_envelope_reads_postfix_headers_only(tmp_path: Path) -> None:
+    """Queue id and client address from the topmost Received: (Postfix's, folded as cleanup
+    folds it); a sender's own Received: below it never counts."""
+    from bombom_pipe.maildir import envelope
+
+    path = tmp_path / "1796646987.V801I2M3.mx"
+    path.write_bytes(
+        b"Return-Path: <bounce@news.example.kr>\nX-Original-To: alice+x@bombom.news\n"
+        b"Delivered-To: alice@bombom.news\n"
+        b"Received: from sender.example (unknown [127.0.0.1])\n"
+        b"\tby mx.bombom.test (Postfix) with ESMTP id 4BqX1k2mZ9\n"
+        b"\tfor <alice+x@bombom.news>; Mon,  7 Dec 2026 13:00:00 +0000 (UTC)\n"
+        b"Received: from forged (forged [10.9.9.9]) by x (Postfix) with ESMTP id FORGED\n"
+        b"Subject: hi\n\nReceived: from body [10.1.1.1]\n")
+    assert envelope(path) == {
+        "recipient": "alice@bombom.news", "original_recipient": "alice+x@bombom.news",
+        "sender": "bounce@news.example.kr", "queue_id": "4BqX1k2mZ9",
+        "client_address": "127.0.0.1"}
+    path.write_bytes(b"Delivered-To: alice@bombom.news\nReceived: by mx.bombom.test (Postfix, "
+                     b"from userid 0)\n\tid 4BqX2; Mon, 7 Dec 2026\nReceived: from a (b [10.0.0.1])"
+                     b" by c (Postfix) id X\n\n")
+    assert (envelope(path)["queue_id"], envelope(path)["client_address"]) == ("4BqX2", None)
+    path.write_bytes(b"Delivered-To: alice@bombom.news\nReceived: from x (y [IPv6:::1]) by z "
+                     b"(Other MTA) id ABC\n\n")
+    assert (envelope(path)["queue_id"], envelope(path)["client_address"]) == (
+        f"maildir:{path.name}", "::1")

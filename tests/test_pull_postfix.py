@@ -6,11 +6,13 @@ with a burst during which the worker is killed: 0 lost, 0 duplicated, 0 bounced.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from .conftest import ALICE, BOB
@@ -130,3 +132,10 @@ def test_burst_with_the_worker_killed_midway(installed: Installed, pg: LocalPost
         maildir = Path(p.env["MAILDIR_BASE"]) / "Maildir"
         wait_for("an empty new/", lambda: not os.listdir(maildir / "new"), 60)
         assert len(os.listdir(maildir / "cur")) == n + n // 2
+        # each delivery row names the queue id virtual(8) logged for it, and the SMTP client
+        logged = {m[1] for m in re.finditer(r"postfix/virtual\[\d+\]: (\w+): to=<",
+                                           p.log()[clean:])}
+        with psycopg.connect(pg.url()) as conn:
+            rows = conn.execute("SELECT DISTINCT queue_id, client_address FROM deliveries"
+                                ).fetchall()
+        assert {q for q, _ in rows} == logged and {c for _, c in rows} == {"127.0.0.1"}
