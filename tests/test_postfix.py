@@ -41,6 +41,7 @@ def install_env(base: Path, pg: LocalPostgres, dns: str, **overrides: str) -> di
     env = {
         "PREFIX": str(base / "opt"),
         "CONFIG_FILE": str(base / "etc-bombom" / "bombom.conf"),
+        "INSTALL_ENV": str(base / "etc-bombom" / "install.env"),
         "SPOOL_DIR": str(base / "spool"),
         "LOG": str(base / "log" / "deliver.log"),
         "BIN_DIR": str(base / "bin"),
@@ -388,6 +389,7 @@ def test_uninstall_after_switching_modes_puts_back_what_every_mode_changed(
     p.create()
     p.env = {**postfix.env, **{name: str(base / path) for name, path in (
         ("CONFIG_FILE", "etc-bombom/bombom.conf"), ("SPOOL_DIR", "spool"),
+        ("INSTALL_ENV", "etc-bombom/install.env"),
         ("LOG", "log/deliver.log"), ("LOGROTATE_DIR", "logrotate.d"),
         ("SYSTEMD_DIR", "systemd"), ("MAILDIR_BASE", "maildir"),
         ("WORKER_SOCKET", "run/worker.sock"))}}
