@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shutil
@@ -97,7 +98,5 @@ def _own(path: Path) -> None:
     import grp
 
     os.chmod(path, 0o640)
-    try:
+    with contextlib.suppress(KeyError, PermissionError):  # not root, or no Postfix: mode alone
         os.chown(path, 0, grp.getgrnam("postfix").gr_gid)
-    except (KeyError, PermissionError):
-        pass  # not root, or no Postfix: the mode alone
