@@ -524,13 +524,14 @@ install_config() {
   new=$(mktemp); merged=$(mktemp)
   render "$HERE/bombom.conf" >"$new"
   if [[ -f $CONFIG_FILE && -f $CONF_BASE ]] && ! cmp -s "$CONFIG_FILE" "$CONF_BASE"; then
-    if ! diff3 -m "$CONFIG_FILE" "$CONF_BASE" "$new" >"$merged"; then
-      diff -u --label "$CONFIG_FILE (yours)" --label "what install writes" "$CONFIG_FILE" "$new" |
-        sed -E 's#(://[^:/@]*):[^@]*@#\1:***@#' >&2 || true
+    if ! diff3 -m -E -L "$CONFIG_FILE (yours)" -L "the last install" -L "this install" \
+         "$CONFIG_FILE" "$CONF_BASE" "$new" >"$merged"; then
+      awk '/^<<<<<<< /{on=1} on{print} /^>>>>>>> /{on=0}' "$merged" |
+        sed -E 's#(://[^:/@]*):[^@]*@#\1:***@#' >&2
       rm -f "$new" "$merged"
-      die "$CONFIG_FILE was edited by hand where the installer changes it too (above; passwords
-  masked). Make the file what it should be (or move it away to get the installer's), then run
-  make install again: edits elsewhere in it are kept"
+      die "$CONFIG_FILE was edited by hand where this install changes it too (above, passwords
+  masked: yours, then this install's). Make those lines what they should be (or move the file
+  away to get the installer's), then run make install again: edits elsewhere are kept"
     fi
     cmp -s "$merged" "$new" || say "kept your edits to $CONFIG_FILE"
     install_file "$CONF_BASE" root:root 0600 <"$new"

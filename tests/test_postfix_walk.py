@@ -198,10 +198,7 @@ def test_every_mode_switch_and_the_uninstall_bounce_nothing(
     FORCE=1`, `make install && postsuper -H ALL`). Counted: 0 bounced, 0 members refused, every
     message stored once for each member."""
     postfix, env = walk
-    if not Path(env["INSTALL_ENV"]).exists():  # run alone: the walk's first steps
-        assert make("install", env, BOMBOM_DELIVERY_PASSWORD="d", BOMBOM_LOOKUP_PASSWORD="l"
-                    ).returncode == 0
-        assert make("db", later(env)).returncode == 0
+    installed_first(env)
     if postfix.run("postfix", "status", check=False).returncode != 0:
         postfix.start()
     for member in (ALICE, BOB):
@@ -271,6 +268,7 @@ def test_hand_edits_of_the_config_are_kept_or_refused(walk: tuple[Postfix, dict[
     """An edit the installer's change does not touch is kept; one it does is refused, with
     the difference shown and the file left as it was."""
     _, env = walk
+    installed_first(env)
     conf = Path(env["CONFIG_FILE"])
     text = conf.read_text()
     assert "dns_timeout_seconds = 4\n" in text and 'deadline_seconds = 10\n' in text
@@ -284,11 +282,16 @@ def test_hand_edits_of_the_config_are_kept_or_refused(walk: tuple[Postfix, dict[
     edited = conf.read_text()
     r = make("install", later(env), DEADLINE="10")
     assert r.returncode != 0 and "edited by hand" in r.stderr, r.stdout + r.stderr
-    assert "-deadline_seconds = 12" in r.stderr and "+deadline_seconds = 10" in r.stderr
+    yours, theirs = re.search(r"^<<<<<<< .*? \(yours\)\n(.*?)^=======\n(.*?)^>>>>>>> this install",
+                              r.stderr, re.M | re.S).groups()  # type: ignore[union-attr]
+    assert "deadline_seconds = 12\n" in yours and "deadline_seconds = 10\n" in theirs
+    assert "dns_timeout" not in yours + theirs  # only where both changed
     assert conf.read_text() == edited
     assert installed(env, "DEADLINE") == "11"  # a refused install saves nothing
-    conf.write_text(edited.replace("deadline_seconds = 12\n", "deadline_seconds = 10\n"))
-    r = make("install", later(env), DEADLINE="10")  # the operator resolved it: accepted
+    # the operator takes this install's lines: accepted, the other edit kept
+    edited = edited.replace(yours, theirs)
+    conf.write_text(edited)
+    r = make("install", later(env), DEADLINE="10")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "dns_timeout_seconds = 3\n" in conf.read_text()
 
@@ -446,6 +449,14 @@ def lmtp_ready(env: dict[str, str]) -> bool:
     r = subprocess.run([f"{env['PREFIX']}/venv/bin/bombom", "worker", "--help"],
                        capture_output=True, text=True)
     return "--lmtp-socket" in r.stdout
+
+
+def installed_first(env: dict[str, str]) -> None:
+    """The walk's first steps, for a test run alone."""
+    if not Path(env["INSTALL_ENV"]).exists():
+        r = make("install", env, BOMBOM_DELIVERY_PASSWORD="d", BOMBOM_LOOKUP_PASSWORD="l")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert make("db", later(env)).returncode == 0
 
 
 def installed(env: dict[str, str], name: str) -> str:
