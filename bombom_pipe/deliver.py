@@ -168,7 +168,10 @@ def deliver_saved(settings: config.Settings, saved: spool.Saved, envelope: Envel
     except spool.SpoolError as e:
         result = Result(Outcome.TEMPFAIL, f"spool: {e}")
     except Exception as e:
-        log.exception(f"{envelope.queue_id or '-'}: delivery failed")
+        from .store import is_transient
+
+        if not is_transient(e):  # an outage is expected: the outcome line below says it
+            log.exception(f"{envelope.queue_id or '-'}: delivery failed")
         result = Result(Outcome.TEMPFAIL, _describe(e, deadline))
     if result.outcome is Outcome.TEMPFAIL and d is not None:
         _audit_tempfail(settings, d, result, log)

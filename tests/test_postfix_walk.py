@@ -117,6 +117,13 @@ def test_the_operators_walk(walk: tuple[Postfix, dict[str, str]], pg: LocalPostg
     assert r.returncode == 0, r.stdout + r.stderr
     assert "lookup OK" in r.stdout and "could not change directory" not in r.stdout + r.stderr
     assert f'domains = "{DOMAIN}"' in admin_conf.read_text()  # what `bombom check` watches
+    private = Path(env["INSTALL_ENV"]).parent / "root-home"  # a checkout under /root, say
+    private.mkdir(mode=0o700, exist_ok=True)
+    r = subprocess.run([str(ROOT / "postfix-config" / "install.sh"), "init-db"], cwd=private,
+                       capture_output=True, text=True, timeout=300,
+                       env={"PATH": os.environ["PATH"], **later(env)})
+    assert r.returncode == 0 and "could not change directory" not in r.stdout + r.stderr, (
+        r.stdout + r.stderr)
     assert (admin_conf.stat().st_mode & 0o777, admin_conf.owner()) == (0o600, "root")
     watcher.stop()
     assert watcher.scans > 10 and watcher.seen == [], watcher.seen
