@@ -136,7 +136,7 @@ class Bench:
             "SYSTEMD_DIR": str(self.base / "systemd"),
             "WORKER_SOCKET": str(self.base / "run" / "worker.sock")}
         self.install("push")
-        (self.base / "run").mkdir()
+        (self.base / "run").mkdir(exist_ok=True)
         subprocess.run(["chown", f"{PIPE_USER}:{PIPE_USER}", str(self.base / "run")], check=True)
         self.postfix.postconf("virtual_destination_concurrency_limit = 2",
                               "floor_destination_concurrency_limit = 2",
@@ -204,6 +204,7 @@ class Bench:
         with psycopg.connect(self.pg.url(), autocommit=True) as conn:
             conn.execute("TRUNCATE members, newsletters RESTART IDENTITY CASCADE")
             conn.execute("INSERT INTO members (address) VALUES (%s)", (ALICE,))
+        self.postfix.members_map(self.pg.url())  # pull mode's RCPT check reads this copy
         self.postfix.empty_queue()
         self.rss_file.unlink(missing_ok=True)
         self.rss_file.touch()

@@ -84,6 +84,7 @@ def clean(installed: Installed, pg: LocalPostgres) -> Iterator[int]:
     with psycopg.connect(pg.url(), autocommit=True) as conn:
         conn.execute("TRUNCATE members, newsletters RESTART IDENTITY CASCADE")
         conn.execute("INSERT INTO members (address) VALUES (%s), (%s)", (ALICE, BOB))
+    installed.postfix.members_map(pg.url())  # added with SQL: docs/postfix.md says to run it
     installed.postfix.empty_queue()
     if installed.worker is None or installed.worker.poll() is not None:
         installed.start_worker()
