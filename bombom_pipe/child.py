@@ -5,7 +5,7 @@ path) or a pre-forked child of `bombom worker`. It reports each stage and the ve
 It is confined so that bombom-deliver stays in charge: it dies with its parent (PR_SET_PDEATHSIG),
 its address space is capped (RLIMIT_AS: a memory bomb raises MemoryError while parsing, which
 quarantines the message), and the kernel stops it a little after the parse CPU budget
-(RLIMIT_CPU) should bombom-deliver's own watch not have killed it first.
+(RLIMIT_CPU) should the judge's watch (judge.py) not have killed it first.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import signal
 import time
 
 from . import config, protocol, spool
+from .judge import Budget
 
 TYPE_CHECKING = False  # not `typing`'s: bombom-deliver imports this module, and typing costs 3 ms
 if TYPE_CHECKING:
@@ -29,11 +30,6 @@ if TYPE_CHECKING:
 #: a 20 MB message (Postfix's size limit) needs a small multiple of its size on top
 MEMORY_LIMIT = 1536 << 20
 PR_SET_PDEATHSIG = 1
-
-
-def parse_cpu_budget(deadline_seconds: float) -> float:
-    """CPU seconds a message may cost the parser before it is quarantined."""
-    return max(1.0, deadline_seconds / 4)
 
 
 def confine(log_target: str) -> None:
@@ -84,46 +80,53 @@ def preload() -> None:
     from . import deliver, parse, store  # noqa: F401
 
 
-def deliver(settings: config.Settings, job: dict, fd: int, connect: Connect | None = None,
+def deliver(settings: config.Settings, job: protocol.Job, fd: int, connect: Connect | None = None,
             ident: str = "bombom-deliver", log: Log | None = None) -> None:
-    """Run one job (protocol.py) and send its stages and verdict to `fd`; `log` (default: a new
-    one as `ident`) is a warm process's own."""
+    """Run one job and send its stages and each recipient's verdict to `fd` (protocol.py);
+    `log` (default: a new one as `ident`) is a warm process's own."""
     from datetime import UTC, datetime
 
     from .deadline import Deadline, DeadlineExceeded
-    from .deliver import Envelope, deliver_saved
+    from .deliver import Envelope, deliver_all
     from .log import Log
 
-    sha = str(job["sha256"])
-    if len(sha) != 64 or not all(c in "0123456789abcdef" for c in sha):
-        raise protocol.Garbage(f"not a SHA-256: {sha[:70]!r}")
-    saved = spool.Saved(sha, spool.raw_path(settings.spool_dir, sha), int(job.get("size", 0)))
-    envelope = Envelope(**{k: v for k, v in dict(job.get("envelope") or {}).items()
-                           if k in Envelope.__dataclass_fields__})
+    saved = spool.Saved(job.sha256, spool.raw_path(settings.spool_dir, job.sha256), job.size)
+    envelopes = [Envelope(r.address, job.sender, r.original, job.queue_id, job.client_address)
+                 for r in job.recipients]
     log = log or Log.for_settings(settings, ident)
     deadline = Deadline(settings.deadline_seconds)  # as configured, for the reasons given
-    deadline.end = time.monotonic() + float(job["deadline"]) - time.time()  # what is left
-    cpu_backstop(parse_cpu_budget(settings.deadline_seconds))
+    deadline.end = time.monotonic() + job.deadline - time.time()  # what is left
+    budget = Budget.of(settings.deadline_seconds)
+    cpu_backstop(budget.parse_cpu + budget.auth_cpu)
+    answered = 0
+
+    def each(i: int, result: object) -> None:
+        nonlocal answered
+        protocol.send(fd, {"outcome": result.outcome.value, "detail": result.detail,  # type: ignore[attr-defined]
+                           "rcpt": i})
+        answered = i + 1
+
     deadline.alarm()
     try:
         config.check_dsns(settings)
-        result = deliver_saved(
-            settings, saved, envelope, deadline, log,
-            started=datetime.fromtimestamp(float(job["started"]), UTC),
-            stage=lambda name: protocol.send(fd, {"stage": name}),
-            quarantine=job.get("quarantine"), connect=connect)
-        verdict = {"outcome": result.outcome.value, "detail": result.detail}
-    except DeadlineExceeded as e:  # after deliver_saved had decided: still a tempfail
+        deliver_all(settings, saved, envelopes, deadline, log,
+                    started=datetime.fromtimestamp(job.started, UTC),
+                    stage=lambda name: protocol.send(fd, {"stage": name}),
+                    quarantine=job.quarantine, connect=connect, each=each)
+    except DeadlineExceeded as e:  # after deliver_all had decided: still a tempfail
         verdict = {"outcome": "tempfail", "detail": str(e)}
     except config.ConfigError as e:
         log.error(f"configuration: {e}")
         verdict = {"outcome": "tempfail", "detail": f"configuration: {e}"}
+    else:
+        verdict = {}
     finally:
         Deadline.disarm()
-    protocol.send(fd, verdict)
+    for i in range(answered, len(envelopes)) if verdict else ():
+        protocol.send(fd, {**verdict, "rcpt": i})
 
 
-def run_forked(settings: config.Settings, job: dict, fd: int, ident: str = "bombom-deliver"
+def run_forked(settings: config.Settings, job: protocol.Job, fd: int, ident: str = "bombom-deliver"
                ) -> NoReturn:
     """The cold path, in a child bombom-deliver (or `bombom replay`) has just forked: never
     returns."""

@@ -16,13 +16,14 @@
     dns_timeout_seconds = 4     # all DNS of one message; a timeout is a `temperror` verdict
     dmarc_reject_quarantine = true  # DMARC fail under p=reject -> quarantined, not shown
     worker_socket = "/run/bombom/worker.sock"  # `bombom worker`'s socket; unset: no worker
+    lmtp_socket = "/run/bombom/lmtp.sock"      # `bombom worker` serves LMTP here; unset: not
     members_map = "/etc/postfix/bombom-members"  # `bombom members` keeps this hash: table current
 
 Postfix cleans the environment of pipe(8) commands, so production reads the file; tests and manual
 runs may use BOMBOM_DATABASE_URL, BOMBOM_SPOOL_DIR, BOMBOM_DEADLINE_SECONDS, BOMBOM_LOG,
 BOMBOM_ADMIN_DATABASE_URL, BOMBOM_DOMAINS (comma-separated), BOMBOM_AUTH_METHOD, BOMBOM_AUTHSERV_ID,
 BOMBOM_DNS_SERVERS, BOMBOM_DNS_TIMEOUT_SECONDS, BOMBOM_DMARC_REJECT_QUARANTINE,
-BOMBOM_WORKER_SOCKET, BOMBOM_MEMBERS_MAP instead.
+BOMBOM_WORKER_SOCKET, BOMBOM_LMTP_SOCKET, BOMBOM_MEMBERS_MAP instead.
 The file is chosen by `--config`, else BOMBOM_CONFIG, else the default path. A missing default
 file is fine when the environment supplies what is needed; a file named explicitly must exist.
 """
@@ -57,6 +58,7 @@ class Settings:
     dns_timeout_seconds: float = 4.0
     dmarc_reject_quarantine: bool = True
     worker_socket: str | None = None
+    lmtp_socket: str | None = None
     members_map: str | None = None
 
     def __repr__(self) -> str:  # never show a password
@@ -165,6 +167,7 @@ _CONVERT = {
     "dns_timeout_seconds": _seconds(0.1, 30),
     "dmarc_reject_quarantine": _bool,
     "worker_socket": _text,
+    "lmtp_socket": _text,
     "members_map": _text,
 }
 

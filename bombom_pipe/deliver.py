@@ -17,7 +17,7 @@ a process it can kill (a forked child, or a child of `bombom worker`); `bombom r
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING
 from . import config, spool
 from .auth import Auth, judge
 from .deadline import GRACE, Deadline, DeadlineExceeded
+from .judge import AUTH_BUDGET, OVERRUN, PARSE_BUDGET, WORKING
 from .log import Log
 from .outcomes import Outcome
-from .protocol import PARSE_BUDGET, WORKING
 from .store import Delivery, Result
 
 if TYPE_CHECKING:
@@ -75,6 +75,21 @@ def _parse(raw: bytes, log: Log) -> tuple[ParsedMessage | None, str | None]:
     except Exception as e:  # a parser bug must not cost the message: keep it for replay
         log.exception("parser crashed")
         return None, f"parser error: {type(e).__name__}: {e}"[:500]
+
+
+def _authenticate(settings: config.Settings, raw: bytes, msg: ParsedMessage,
+                  deadline: Deadline, sender: str | None) -> tuple[Auth | None, str | None]:
+    """(verdict, why quarantined): running out of time or memory here is the message's doing
+    (a flood of signatures, an outsized key) and quarantines it, as for the parser."""
+    wall, cpu = time.monotonic(), time.process_time()
+    try:
+        return judge(settings, raw, msg, deadline.remaining(), sender)
+    except MemoryError:
+        return None, AUTH_BUDGET
+    except DeadlineExceeded:
+        if time.process_time() - cpu < WORKING * (time.monotonic() - wall):
+            raise
+        return None, AUTH_BUDGET
 
 
 def _store_with_retries(settings: config.Settings, deadline: Deadline, d: Delivery,
@@ -128,49 +143,80 @@ def deliver_saved(settings: config.Settings, saved: spool.Saved, envelope: Envel
                   deadline: Deadline, log: Log, started: datetime | None = None,
                   stage: Callable[[str], None] = lambda name: None,
                   quarantine: str | None = None, connect: Connect | None = None) -> Result:
-    """Parse and store a message already in the spool. `stage` is told "parse" and "store" as
-    they begin (bombom-deliver judges a timeout by it); `quarantine` skips the parser and
-    records the message as quarantined with that reason; `connect(url, timeout)` gives the
-    database connection (default: a new one, `store.connect`)."""
+    """`deliver_all` for one recipient."""
+    return deliver_all(settings, saved, [envelope], deadline, log, started, stage, quarantine,
+                       connect)[0]
+
+
+def deliver_all(settings: config.Settings, saved: spool.Saved, envelopes: Sequence[Envelope],
+                deadline: Deadline, log: Log, started: datetime | None = None,
+                stage: Callable[[str], None] = lambda name: None,
+                quarantine: str | None = None, connect: Connect | None = None,
+                each: Callable[[int, Result], None] = lambda i, result: None) -> list[Result]:
+    """Parse a message already in the spool once, authenticate it once, and store it for each
+    recipient (one transaction each). `stage` is told "parse", "auth" and "store" as they begin
+    (the judge times each by it); `each(i, result)` hears every recipient's result as soon as it
+    is known; `quarantine` skips the parser and records the message as quarantined with that
+    reason; `connect(url, timeout)` gives the database connection (default: `store.connect`)."""
     t0 = time.monotonic()
     started = started or datetime.now(UTC)
     msg: ParsedMessage | None = None
-    d: Delivery | None = None
-    source = "envelope"
+    auth: Auth | None = None
+    reason = quarantine
+    early: Result | None = None
     try:
-        raw = b""
-        reason = quarantine
         if reason is None:
             stage("parse")
             raw = saved.path.read_bytes()
             msg, reason = _parse(raw, log)
-            if reason == PARSE_BUDGET and deadline.remaining() <= 0:
+            for a in msg.attachments if msg else ():
+                spool.save_bytes(settings.spool_dir, "att", a.data)
+            if msg is not None:
+                stage("auth")
+                auth, reason = _authenticate(settings, raw, msg, deadline, envelopes[0].sender)
+            if reason in OVERRUN.values() and deadline.remaining() <= 0:
                 deadline = Deadline(GRACE)  # time to record the quarantine
         stage("store")
+    except DeadlineExceeded as e:
+        early = Result(Outcome.TEMPFAIL, str(e))
+    except spool.SpoolError as e:
+        early = Result(Outcome.TEMPFAIL, f"spool: {e}")
+    results = []
+    for i, envelope in enumerate(envelopes):
+        result = early or _store_one(settings, saved, envelope, msg, reason, auth, deadline,
+                                     log, started, connect, t0)
+        results.append(result)
+        each(i, result)
+    return results
+
+
+def _store_one(settings: config.Settings, saved: spool.Saved, envelope: Envelope,
+               msg: ParsedMessage | None, reason: str | None, auth: Auth | None,
+               deadline: Deadline, log: Log, started: datetime, connect: Connect | None,
+               t0: float) -> Result:
+    """Store for one recipient, log the one line of this delivery, and return its result."""
+    d: Delivery | None = None
+    source = "envelope"
+    try:
         recipient = envelope.recipient
         if not recipient:
             recipient, source = _recipient_from_headers(msg)
         if not recipient:
             result = Result(Outcome.NOUSER, "no recipient given and none in the headers")
         else:
-            for a in msg.attachments if msg else ():
-                spool.save_bytes(settings.spool_dir, "att", a.data)
             d = Delivery(recipient=recipient, raw_sha256=saved.sha256,
                          raw_path=str(saved.path), started_at=started,
                          queue_id=envelope.queue_id, envelope_sender=envelope.sender,
                          client_address=envelope.client_address)
-            auth, refusal = judge(settings, raw, msg, deadline.remaining(),
-                                   envelope.sender)
-            result = _store_with_retries(settings, deadline, d, msg, reason or refusal, log,
-                                         auth, connect)
+            result = _store_with_retries(settings, deadline, d, msg, reason, log, auth, connect)
     except DeadlineExceeded as e:
         result = Result(Outcome.TEMPFAIL, str(e))
-    except spool.SpoolError as e:
-        result = Result(Outcome.TEMPFAIL, f"spool: {e}")
     except Exception as e:
         from .store import is_transient
 
-        if not is_transient(e):  # an outage is expected: the outcome line below says it
+        if is_transient(e):  # expected (the database is down): one line, no traceback
+            log.error(f"{envelope.queue_id or '-'}: delivery failed: {_describe(e, deadline)}")
+        else:
             log.exception(f"{envelope.queue_id or '-'}: delivery failed")
         result = Result(Outcome.TEMPFAIL, _describe(e, deadline))
     if result.outcome is Outcome.TEMPFAIL and d is not None:

@@ -1,33 +1,99 @@
-"""What bombom-deliver and the process doing a delivery say to each other: one small JSON object
-per line, over a pipe (a forked child) or a unix socket (`bombom worker`). Standard library only.
+"""The one wire between processes: one small JSON object per line, over a pipe (a forked child),
+a socketpair (`bombom worker`'s delivery processes) or a unix socket (bombom-deliver handing a
+message to the worker). Standard library only: bombom-deliver imports it for every message.
 
-bombom-deliver -> worker, once:  {"sha256": ..., "size": ..., "envelope": {...},
-                                  "started": ..., "deadline": ...}  (times: Unix seconds)
-delivering process -> bombom-deliver, in order:
-    {"accepted": pid}                       the worker only: this process took the job
-    {"stage": "parse"} {"stage": "store"}   as each step begins; a timeout is judged by it
-    {"outcome": "stored", "detail": "article 17"}   the verdict, last
-Anything else (bad JSON, an unknown outcome, end of stream before a verdict) is garbage, and
-bombom-deliver treats the process as failed.
+door -> delivering process, once:  a Job (below), built by `Job.make` at each door
+delivering process -> door, in order:
+    {"stage": "parse"} {"stage": "auth"} {"stage": "store"}   as each step begins (judge.py)
+    {"outcome": "stored", "detail": "article 17", "rcpt": 0}  one verdict per recipient, in order
+bombom-deliver <-> worker (the pipe door): the Job, then {"accepted": true} once a delivery
+process took it, the stages, and the verdict.
+Anything else (bad JSON, an unknown stage or outcome, a line too long) is garbage, and the
+reader treats the other side as failed.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import asdict, dataclass
 
-#: why a message is quarantined when parsing it ran out of time or memory (replayable after a fix)
-PARSE_BUDGET = "unparsable: parse budget exceeded"
-#: at the deadline, a parser that ran at least this share of the time overran (quarantine); one
-#: starved by a loaded machine did not (tempfail: Postfix retries)
-WORKING = 0.5
-MAX_LINE = 4096  # a verdict is one short line; more than this is garbage
-STAGES = ("parse", "store")
+from .judge import STAGES
+
+MAX_LINE = 1 << 16  # a job with many recipients is the longest line; a verdict is short
+MAX_RECIPIENTS = 1000
 OUTCOMES = ("stored", "duplicate", "quarantined", "nouser", "tempfail")
+DOORS = ("pipe", "lmtp", "maildir", "replay")
+ENVELOPE = ("sender", "queue_id", "client_address")
 
 
 class Garbage(Exception):
     """The other side said something that is not part of this protocol."""
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    address: str | None  # None: bombom-deliver run by hand, the recipient comes from the headers
+    original: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One saved message to deliver to one or more recipients (parsed once)."""
+
+    sha256: str
+    size: int
+    door: str
+    started: float  # Unix time the door began on it (for `deliveries.started_at` and the lag)
+    deadline: float  # Unix time by which the delivering process must have answered
+    recipients: tuple[Recipient, ...]
+    sender: str | None = None
+    queue_id: str | None = None
+    client_address: str | None = None
+    quarantine: str | None = None  # skip parsing: record as quarantined with this reason
+
+    @classmethod
+    def make(cls, sha256: str, size: int, door: str, started: float, deadline: float,
+             recipients: list[tuple[str | None, str | None]], **envelope: str | None) -> Job:
+        return cls(sha256, size, door, started, deadline,
+                   tuple(Recipient(a, o) for a, o in recipients),
+                   **{k: v for k, v in envelope.items() if k in ENVELOPE})
+
+    def to_wire(self) -> dict[str, object]:
+        wire = asdict(self)
+        wire["recipients"] = [[r.address, r.original] for r in self.recipients]
+        return wire
+
+    @classmethod
+    def from_wire(cls, m: dict[str, object]) -> Job:
+        try:
+            sha = str(m["sha256"])
+            if len(sha) != 64 or not all(c in "0123456789abcdef" for c in sha):
+                raise Garbage(f"not a SHA-256: {sha[:70]!r}")
+            rcpts = m["recipients"]
+            if not isinstance(rcpts, list) or not 0 < len(rcpts) <= MAX_RECIPIENTS:
+                raise Garbage("bad recipients")
+            door = str(m["door"])
+            if door not in DOORS:
+                raise Garbage(f"unknown door {door!r}")
+            return cls(sha, int(m["size"]), door, float(m["started"]),  # type: ignore[arg-type]
+                       float(m["deadline"]),  # type: ignore[arg-type]
+                       tuple(Recipient(_opt(a), _opt(o)) for a, o in rcpts),
+                       *(_opt(m.get(k)) for k in (*ENVELOPE, "quarantine")))
+        except (KeyError, TypeError, ValueError) as e:
+            raise Garbage(f"bad job: {type(e).__name__} {e}"[:200]) from None
+
+    def with_quarantine(self, reason: str, deadline: float) -> Job:
+        return Job(self.sha256, self.size, self.door, self.started, deadline, self.recipients,
+                   self.sender, self.queue_id, self.client_address, reason)
+
+
+def _opt(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError("not a string")
+    return value
 
 
 def encode(message: dict[str, object]) -> bytes:
@@ -55,7 +121,8 @@ def decode(line: bytes) -> dict[str, object]:
     if "stage" in message and message["stage"] not in STAGES:
         raise Garbage(f"unknown stage {message['stage']!r}")
     if "outcome" in message and (message["outcome"] not in OUTCOMES
-                                 or not isinstance(message.get("detail"), str)):
+                                 or not isinstance(message.get("detail"), str)
+                                 or not isinstance(message.get("rcpt", 0), int)):
         raise Garbage(f"bad verdict {line[:60]!r}")
     return message
 

@@ -130,6 +130,54 @@ def raw_path(root: Path, sha256: str) -> Path:
     return _final_path(root, "raw", sha256, ".eml")
 
 
+def count_death(root: os.PathLike[str], sha256: str) -> int:
+    """Count one more death or timeout of a process delivering this message (judge.py), at
+    `deaths/<ab>/<sha256>`, a byte each; returns how many so far. Not fsynced: a count lost in
+    a crash costs one more try. 1 when the spool cannot keep the count."""
+    path = _final_path(Path(root), "deaths", sha256, "")
+    try:
+        _makedirs(path.parent)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, b"x")
+            return os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+    except OSError:
+        return 1
+
+
+def sha256_of(path: Path) -> tuple[str, int]:
+    """The SHA-256 of a file's bytes (hex), and its size."""
+    digest = sha256()
+    size = 0
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(CHUNK), b""):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def link_or_save(root: Path, source: Path) -> Saved:
+    """Keep a file someone else wrote durably already (a Maildir file of virtual(8)) in the
+    raw store: a hard link under its SHA-256 where both are on one file system, else a copy."""
+    sha, size = sha256_of(source)
+    final = _final_path(root, "raw", sha, ".eml")
+    if final.exists():
+        return Saved(sha, final, size)
+    try:
+        _makedirs(final.parent)
+        try:
+            os.link(source, final)
+        except FileExistsError:
+            return Saved(sha, final, size)
+        _fsync_dir(final.parent)
+    except OSError:
+        with open(source, "rb") as f:
+            return save_stream(root, f)
+    return Saved(sha, final, size)
+
+
 SUFFIX = {"raw": ".eml", "att": ""}
 _NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 

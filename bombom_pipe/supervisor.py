@@ -1,39 +1,40 @@
-"""bombom-deliver: save the message, have another process deliver it, and hold the deadline.
+"""bombom-deliver, the pipe door: save the message, have another process deliver it, and hold
+the deadline.
 
 Standard library only, and it never runs parser or database code itself. In order:
 
 1. arguments and configuration: unusable -> tempfail (75); a config error is ours, never the
    sender's, and a bounce could get the address unsubscribed;
 2. save the raw bytes under their SHA-256 before anything else (spool.py): failure -> tempfail;
-3. hand the saved message to `bombom worker` if one is configured and answers at once, else fork
-   a child (the cold path; same delivery code, child.py); either reports its stage and verdict
-   (protocol.py). Deliveries are idempotent, so a worker that dies, hangs or answers garbage is
-   simply replaced by the cold path;
-4. watch from outside: a process still parsing at the deadline, or past the parse CPU budget, is
-   killed and the message quarantined (`unparsable: parse budget exceeded`: the same bytes would
-   do the same on every retry; `bombom replay` retries after a fix); one still storing `GRACE`
-   seconds after the deadline (it normally gives up itself first) is killed: tempfail.
+3. hand the saved message to `bombom worker` if one is configured, is who it should be (our own
+   uid, in a directory only that uid may write) and takes the job at once; the worker's own
+   judge watches its process and sends the verdict. Else, or when the worker dies, stops or
+   talks garbage, fork a child (the cold path; same delivery code, child.py) and watch it here
+   with the same judge (judge.py): a CPU-bound stage that overruns quarantines the message, the
+   store stage alone may answer "try later", and a message whose process dies `MAX_DEATHS`
+   times is quarantined instead of retried forever. Deliveries are idempotent, so handing a
+   message from a failing worker to the cold path never stores it twice.
 """
 
 from __future__ import annotations
 
 import os
 import select
-import signal
 import sys
 import time
 
-from . import child, config, protocol, spool
+from . import child, config, judge, protocol, spool
+from .attempt import Attempt, proc_stat, settle
 from .deadline import GRACE, Deadline, DeadlineExceeded
 from .log import Log
 from .outcomes import Outcome
 
-POLL = 0.1  # how often a parsing process's CPU time (and a worker's state) is looked at
+POLL = 0.1  # how often a delivering process's CPU time (and the worker's state) is looked at
 CONNECT_WAIT = 0.5  # the worker's socket must take the connection within this
 ACCEPT_WAIT = 1.0  # ... and one of its processes the job within this (busy: cold path)
 CHILD_MARGIN = 0.5  # the delivering process's own deadline comes this much before ours
 MIN_COLD = 1.0  # seconds left below which a failed worker is not followed by a cold attempt
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+WORKER_LATE = 2 * GRACE + 1  # past the deadline, the worker's verdict is no longer awaited
 
 
 class UsageError(Exception):
@@ -104,233 +105,180 @@ def run(argv: list[str]) -> tuple[Outcome, str]:
         return Outcome.TEMPFAIL, f"reading the message: {e}"
     # from here every wait has a timeout; the last layer, should a bug of ours loop:
     deadline.watchdog(3 * GRACE + 2, b"4.3.0 deadline reached; will retry\n")
-    job = {"sha256": saved.sha256, "size": saved.size, "started": started,
-           "envelope": {k: v for k, v in args.items() if k != "config"}}
-    outcome, detail = deliver(settings, job, deadline.end, log)
+    job = protocol.Job.make(
+        saved.sha256, saved.size, "pipe", started, _epoch(deadline.end - CHILD_MARGIN),
+        [(args["recipient"], args["original_recipient"])], sender=args["sender"],
+        queue_id=args["queue_id"], client_address=args["client_address"])
+    outcome, detail = deliver(settings, job, log)
     return outcome, f"{outcome.value} {detail} sha256={saved.sha256[:12]}"
 
 
-# -- the process doing the delivery, seen from outside ---------------------------------------------
+# -- the cold path: a child of ours, judged here -------------------------------------------------
 
-class Attempt:
-    """One process working on the job: its messages, its stage, and how to stop it."""
-
-    def __init__(self, fd: int, pid: int, forked: bool) -> None:
-        self.fd = fd
-        self.pid = pid
-        self.forked = forked  # our child (cold path), else a process of the worker
-        self.pidfd = -1 if forked else _pidfd(pid)
-        self.lines = protocol.Lines()
-        self.pending: list[dict[str, object]] = []
-        self.stage = "start"
-
-    def proc(self) -> tuple[str, float] | None:
-        """(state letter, CPU seconds) from /proc, or None if it is gone."""
-        try:
-            with open(f"/proc/{self.pid}/stat", "rb") as f:
-                data = f.read()
-        except OSError:
-            return None
-        fields = data[data.rindex(b")") + 2:].split()
-        return fields[0].decode(), (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-    def kill(self) -> None:
-        try:
-            if self.forked:
-                os.kill(self.pid, signal.SIGKILL)
-            elif self.pidfd >= 0:
-                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
-        except OSError:
-            pass
-
-    def died_of(self) -> int | None:
-        """The signal that ended our child (waits a moment for it to be reapable)."""
-        if not self.forked:
-            return None
-        end = time.monotonic() + 1.0
-        while time.monotonic() < end:
-            try:
-                pid, status = os.waitpid(self.pid, os.WNOHANG)
-            except ChildProcessError:
-                return None
-            if pid:
-                return os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-            time.sleep(0.01)
-        return None
-
-    def close(self) -> None:
-        for fd in (self.fd, self.pidfd):
-            if fd >= 0:
-                os.close(fd)
-        self.fd = self.pidfd = -1
-
-
-def _pidfd(pid: int) -> int:
-    try:
-        return os.pidfd_open(pid)
-    except (OSError, AttributeError):
-        return -1
-
-
-def watch(a: Attempt, parse_end: float, store_end: float, budget: float
-          ) -> tuple[str, str, str]:
-    """Wait for the verdict of `a`, enforcing the limits from outside. Returns one of
-    ("verdict", outcome, detail), ("overrun", why, stage) (killed while parsing),
-    ("late", why, stage) (killed after its time), ("failed", why, stage)."""
-    poller = select.poll()
-    poller.register(a.fd, select.POLLIN)
-    cpu_at_parse = parse_started = 0.0
-    while True:
-        while a.pending:
-            m = a.pending.pop(0)
-            if "outcome" in m:
-                return "verdict", str(m["outcome"]), str(m["detail"])
-            if m.get("stage") in protocol.STAGES:
-                a.stage = str(m["stage"])
-                if a.stage == "parse":
-                    cpu_at_parse = (a.proc() or ("", 0.0))[1]
-                    parse_started = time.monotonic()
-        now = time.monotonic()
-        state = a.proc()
-        if a.stage == "parse":
-            if state and state[1] - cpu_at_parse > budget:
-                a.kill()
-                return "overrun", f"parse CPU budget of {budget:g}s", a.stage
-            if now >= parse_end:
-                a.kill()
-                ran = state[1] - cpu_at_parse if state else 0.0
-                # starved by a loaded machine (or stalled) is not the message's doing: tempfail
-                if ran >= protocol.WORKING * (now - parse_started):
-                    return "overrun", "deadline reached while parsing", a.stage
-                return "late", "deadline reached while parsing (starved)", a.stage
-        end = store_end if a.stage == "store" else parse_end
-        if now >= end:
-            a.kill()
-            return "late", f"deadline reached in stage {a.stage}", a.stage
-        if state and state[0] in "Tt" and not a.forked:
-            return "failed", "worker process is stopped", a.stage
-        if not poller.poll(max(0.0, min(POLL if a.stage == "parse" else 0.5, end - now)) * 1000):
-            continue
-        try:
-            data = os.read(a.fd, 4096)
-        except OSError as e:
-            return "failed", f"read: {e.strerror}", a.stage
-        if not data:
-            sig = a.died_of()
-            why = f"killed by signal {sig}" if sig else "ended without a verdict"
-            if sig in (signal.SIGXCPU, signal.SIGKILL) and a.stage == "parse":
-                return "overrun", why, a.stage
-            return "failed", why, a.stage
-        try:
-            a.pending.extend(a.lines.feed(data))
-        except protocol.Garbage as e:
-            a.kill()
-            return "failed", f"garbage: {e}", a.stage
-
-
-def fork(settings: config.Settings, job: dict, ident: str = "bombom-deliver") -> Attempt:
-    """The cold path: a child of ours runs the delivery (child.py), logging as `ident`."""
+def fork(settings: config.Settings, job: protocol.Job, ident: str = "bombom-deliver"
+         ) -> tuple[int, int]:
+    """Fork a child that runs the delivery (child.py), logging as `ident`; its pipe's fd."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child never comes back
         os.close(r)
         child.run_forked(settings, job, w, ident)
     os.close(w)
-    return Attempt(r, pid, forked=True)
+    return r, pid
 
 
-def ask_worker(path: str, job: dict, log: Log) -> Attempt | None:
-    """Hand the job to `bombom worker`; None when it is absent or busy (then: the cold path)."""
-    import socket
-
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(CONNECT_WAIT)
-    try:
-        s.connect(path)
-        s.sendall(protocol.encode(job))
-        fd = s.detach()
-    except OSError as e:
-        s.close()
-        if not isinstance(e, FileNotFoundError | ConnectionRefusedError):
-            log.error(f"worker {path}: {e}")
-        return None
-    lines = protocol.Lines()
+def watch(a: Attempt) -> judge.Verdict | None:
+    """Wait for every verdict of `a`, feeding the judge; None when all came, else the judge's
+    verdict for the rest (the process is then killed or gone)."""
     poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    messages: list[dict[str, object]] = []
-    end = time.monotonic() + ACCEPT_WAIT
-    try:
-        while not messages:
-            if not poller.poll(max(0.0, end - time.monotonic()) * 1000):
-                log.error(f"worker {path}: busy or stopped; delivering without it")
-                break
-            data = os.read(fd, 4096)
-            if not data:
-                log.error(f"worker {path}: closed the connection; delivering without it")
-                break
-            messages = lines.feed(data)
-        else:
-            pid = messages[0].get("accepted")
-            if isinstance(pid, int) and pid > 1:
-                a = Attempt(fd, pid, forked=False)
-                a.lines, a.pending = lines, messages[1:]
-                return a
-            log.error(f"worker {path}: unexpected answer; delivering without it")
-    except (OSError, protocol.Garbage) as e:
-        log.error(f"worker {path}: {e}; delivering without it")
-    os.close(fd)
+    poller.register(a.fd, select.POLLIN)
+    while not a.done:
+        verdict = a.check(time.monotonic())
+        if verdict is not None:
+            a.kill()
+            a.died_of()
+            return verdict
+        if not poller.poll(POLL * 1000):
+            continue
+        try:
+            data = os.read(a.fd, 4096)
+        except OSError as e:
+            a.kill()
+            return judge.Verdict("tempfail", f"read: {e.strerror}", counts=True)
+        if not data:
+            return a.watch.died(a.died_of())
+        try:
+            a.feed(data)
+        except protocol.Garbage as e:
+            a.kill()
+            return judge.Verdict("tempfail", f"garbage: {e}", counts=True)
     return None
 
 
-def deliver(settings: config.Settings, job: dict, deadline_end: float, log: Log,
-            ident: str = "bombom-deliver") -> tuple[Outcome, str]:
-    """The saved message, delivered by the worker or a child, within `deadline_end`."""
-    budget = child.parse_cpu_budget(settings.deadline_seconds)
-    store_end = deadline_end + GRACE
-    qid = (job["envelope"].get("queue_id") or "-")
-    late = Outcome.TEMPFAIL, f"deadline of {settings.deadline_seconds:g}s reached"
-    job["deadline"] = _epoch(deadline_end - CHILD_MARGIN)
-    if settings.worker_socket:
-        a = ask_worker(settings.worker_socket, job, log)
-        if a is not None:
-            kind, what, stage = watch(a, deadline_end, store_end, budget)
-            a.close()
-            if kind == "verdict":  # what: the outcome, stage: its detail
-                return Outcome(what), stage
-            if kind == "overrun":
-                return _quarantine(settings, job, what, log, ident)
-            log.error(f"{qid}: worker: {what} (stage {stage})")
-            if kind == "late" or deadline_end - time.monotonic() < MIN_COLD:
-                return late  # else the cold path, with the time left
-    a = fork(settings, job, ident)
-    kind, what, stage = watch(a, deadline_end, store_end, budget)
+def cold(settings: config.Settings, job: protocol.Job, log: Log, ident: str = "bombom-deliver"
+         ) -> tuple[Outcome, str]:
+    """Deliver `job` (one recipient) in a child of ours, judged here."""
+    budget = judge.Budget.of(settings.deadline_seconds)
+    end = _monotonic(job.deadline)
+    fd, pid = fork(settings, job, ident)
+    a = Attempt(fd, pid, job, budget, end, forked=True)
+    verdict = watch(a)
     a.close()
-    if kind == "verdict":
-        return Outcome(what), stage
-    if kind == "overrun":
-        return _quarantine(settings, job, what, log, ident)
-    log.error(f"{qid}: delivery process: {what} (stage {stage})")
-    if kind == "late":
-        return late
-    return Outcome.TEMPFAIL, f"delivery process failed ({what})"
+    if verdict is None:
+        outcome, detail = a.results[0]  # type: ignore[misc]
+        return Outcome(outcome), detail
+    verdict = settle(settings.spool_dir, job.sha256, verdict)
+    log.error(f"{job.queue_id or '-'}: delivery process: {verdict.reason}")
+    if verdict.outcome == "quarantined":
+        return _quarantine(settings, job, verdict.reason, log, ident)
+    return Outcome.TEMPFAIL, verdict.reason
+
+
+def _quarantine(settings: config.Settings, job: protocol.Job, why: str, log: Log, ident: str
+                ) -> tuple[Outcome, str]:
+    """Record the message as quarantined with `why`, in a fresh child, within GRACE."""
+    log.error(f"{job.queue_id or '-'}: quarantining sha256={job.sha256}: {why}")
+    end = time.monotonic() + GRACE
+    fd, pid = fork(settings, job.with_quarantine(why, _epoch(end - CHILD_MARGIN)), ident)
+    a = Attempt(fd, pid, job, judge.Budget.of(GRACE), end, forked=True)
+    verdict = watch(a)
+    a.close()
+    if verdict is None:
+        outcome, detail = a.results[0]  # type: ignore[misc]
+        return Outcome(outcome), detail
+    log.error(f"quarantine not recorded: {verdict.reason}")
+    return Outcome.TEMPFAIL, f"{why}; quarantine not recorded"
+
+
+# -- the warm path: `bombom worker` judges, we wait for its verdict ------------------------------
+
+class WorkerGone(Exception):
+    """The worker is absent, not who it should be, busy, stopped or failed: go cold."""
+
+
+def trusted_peer(s: object, path: str) -> int:
+    """The worker's pid, if the peer of `s` runs as our uid and the socket's directory belongs
+    to that uid and is writable by nobody else (else anyone who could bind `path` could take,
+    and lose, our messages)."""
+    import socket
+    import struct
+
+    pid, uid, _ = struct.unpack("3i", s.getsockopt(  # type: ignore[attr-defined]
+        socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    if uid != os.getuid():
+        raise WorkerGone(f"its peer runs as uid {uid}, not ours")
+    st = os.stat(os.path.dirname(os.path.abspath(path)))
+    if st.st_uid != uid or st.st_mode & 0o022:
+        raise WorkerGone(f"{os.path.dirname(path)} must belong to uid {uid} and be writable by "
+                         f"it alone")
+    return pid
+
+
+def warm(settings: config.Settings, job: protocol.Job, log: Log) -> tuple[Outcome, str]:
+    """Hand `job` to `bombom worker` and wait for its verdict. Raises WorkerGone (before any
+    verdict) when the cold path should take over."""
+    import socket
+
+    path = settings.worker_socket
+    assert path
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(CONNECT_WAIT)
+    try:
+        try:
+            s.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise WorkerGone("") from None
+        peer = trusted_peer(s, path)
+        s.sendall(protocol.encode(job.to_wire()))
+        lines = protocol.Lines()
+        accepted = False
+        accept_by = time.monotonic() + ACCEPT_WAIT
+        late = _monotonic(job.deadline) + WORKER_LATE
+        while True:
+            now = time.monotonic()
+            if not accepted and now >= accept_by:
+                raise WorkerGone("busy")
+            if now >= late:
+                return Outcome.TEMPFAIL, "the worker gave no verdict in time"
+            st = proc_stat(peer)
+            if st is None or st[0] in "TtZX":
+                raise WorkerGone("stopped" if st and st[0] in "Tt" else "gone")
+            s.settimeout(max(0.01, min(0.5, (late if accepted else accept_by) - now)))
+            try:
+                data = s.recv(4096)
+            except TimeoutError:
+                continue
+            if not data:
+                raise WorkerGone("closed the connection")
+            for m in lines.feed(data):
+                if m.get("accepted"):
+                    accepted = True
+                elif "outcome" in m:
+                    return Outcome(str(m["outcome"])), str(m["detail"])
+    except (OSError, protocol.Garbage) as e:
+        raise WorkerGone(str(e)) from None
+    finally:
+        s.close()
+
+
+def deliver(settings: config.Settings, job: protocol.Job, log: Log,
+            ident: str = "bombom-deliver") -> tuple[Outcome, str]:
+    """The saved message (one recipient), delivered by the worker or a child of ours."""
+    if settings.worker_socket:
+        try:
+            return warm(settings, job, log)
+        except WorkerGone as e:
+            if str(e):
+                log.error(f"worker {settings.worker_socket}: {e}; delivering without it")
+            if _monotonic(job.deadline) - time.monotonic() < MIN_COLD:
+                return Outcome.TEMPFAIL, f"deadline of {settings.deadline_seconds:g}s reached"
+    return cold(settings, job, log, ident)
 
 
 def _epoch(monotonic: float) -> float:
-    """A point in time as the delivering process understands it (protocol.py)."""
+    """A point in time as another process understands it (protocol.py)."""
     return time.time() + monotonic - time.monotonic()
 
 
-def _quarantine(settings: config.Settings, job: dict, why: str, log: Log, ident: str
-                ) -> tuple[Outcome, str]:
-    """Parsing overran: record the message as quarantined, in a fresh child."""
-    log.error(f"{job['envelope'].get('queue_id') or '-'}: parsing killed ({why}); quarantining "
-              f"sha256={job['sha256']}")
-    end = time.monotonic() + GRACE
-    a = fork(settings, {**job, "quarantine": protocol.PARSE_BUDGET,
-                        "deadline": _epoch(end - CHILD_MARGIN)}, ident)
-    kind, what, stage = watch(a, end, end, 0.0)
-    a.close()
-    if kind == "verdict":
-        return Outcome(what), stage
-    log.error(f"quarantine not recorded: {what}")
-    return Outcome.TEMPFAIL, "parse budget exceeded; quarantine not recorded"
+def _monotonic(epoch: float) -> float:
+    return time.monotonic() + epoch - time.time()

@@ -55,6 +55,48 @@ def test_parser_that_never_returns_is_quarantined_in_time(hooked: Env, db: psyco
     print(f"\n{kind}: quarantined after {took:.1f} s (deadline {DEADLINE} s)")
 
 
+def test_authentication_that_never_returns_is_quarantined_in_time(
+        hooked: Env, db: psycopg.Connection) -> None:
+    """Sender authentication has a CPU budget of its own: overrunning it is the message's doing
+    (a flood of signatures, an outsized key), quarantined like a parse overrun, never 75."""
+    raw = b"X-Test-Auth: spin\r\n" + DIGEST
+    t0 = time.monotonic()
+    r = hooked.deliver(raw)
+    took = time.monotonic() - t0
+    assert r.returncode == 0 and one_line(r).startswith(
+        "2.0.0 quarantined unauthenticated: authentication budget exceeded"), r
+    assert deliveries(db) == [("quarantined", "unauthenticated: authentication budget exceeded")]
+    assert took < DEADLINE + 5, took
+
+
+def test_a_flood_of_signatures_ends_within_the_deadline(env: Env, db: psycopg.Connection
+                                                        ) -> None:
+    """8,000 `DKIM-Signature` headers (the verifier's header preparation is quadratic): the
+    delivery ends within the deadline with exit 0, whether a cap refuses them first or the
+    authentication budget quarantines the message; never 75, which would end in a bounce."""
+    env.extra_env = {"BOMBOM_DEADLINE_SECONDS": str(DEADLINE)}
+    raw = b"DKIM-Signature: v=1\r\n" * 8000 + DIGEST
+    t0 = time.monotonic()
+    r = env.deliver(raw)
+    assert r.returncode == 0 and time.monotonic() - t0 < DEADLINE + 5, r
+    [(outcome, detail)] = deliveries(db)
+    assert outcome == "stored" or detail == "unauthenticated: authentication budget exceeded"
+
+
+def test_a_message_that_kills_its_process_is_retried_then_quarantined(
+        hooked: Env, db: psycopg.Connection) -> None:
+    """Killed in the store stage on every try (a crash, the OOM killer): deferred twice, then
+    quarantined with the count, raw kept, so Postfix never retries it until it bounces."""
+    raw = b"X-Test-Store: die\r\n" + DIGEST
+    codes = [hooked.deliver(raw) for _ in range(3)]
+    assert [c.returncode for c in codes] == [75, 75, 0], codes
+    assert "killed by signal 9 in stage store" in one_line(codes[0])
+    assert one_line(codes[2]).startswith("2.0.0 quarantined unprocessable: delivery process died "
+                                         "or timed out 3 times")
+    assert [o for o, _ in deliveries(db)] == ["quarantined"]
+    assert raw_path(hooked.spool, hashlib.sha256(raw).hexdigest()).exists()
+
+
 def test_parser_stalled_without_working_is_deferred(hooked: Env, db: psycopg.Connection) -> None:
     """At the deadline, a parser that barely ran (starved by a loaded machine; here: asleep) is
     not the message's fault: 75, and Postfix retries."""
@@ -115,5 +157,5 @@ def test_child_output_never_reaches_postfix(env: Env, db: psycopg.Connection,
     env.extra_env = {"PYTHONPATH": f"{broken}:{env.src}"}
     r = env.deliver(DIGEST)
     assert r.returncode == 75
-    assert one_line(r).startswith("4.3.0 tempfail delivery process failed")
+    assert one_line(r).startswith("4.3.0 tempfail delivery process ended without a verdict")
     assert "noise on stderr" in env.log.read_text()

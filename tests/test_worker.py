@@ -140,3 +140,56 @@ def test_other_users_are_refused(env: Env, db: psycopg.Connection, worker: Worke
             assert s.recv(100) == b""  # closed without an answer
     assert "refused a connection from uid 0" in env.log.read_text()
     assert env.deliver(DIGEST).returncode == 0
+
+
+FAKE = """
+import os, socket, sys
+path = sys.argv[1]
+s = socket.socket(socket.AF_UNIX)
+s.bind(path)
+os.chmod(path, 0o777)
+s.listen(8)
+while True:
+    c, _ = s.accept()
+    c.recv(65536)
+    c.sendall(b'{"accepted": true}\\n{"outcome": "stored", "detail": "article 1", "rcpt": 0}\\n')
+    c.close()
+"""
+
+
+@pytest.mark.parametrize("who", ["another uid", "a directory others may write"])
+def test_a_stranger_on_the_worker_socket_is_not_trusted(env: Env, db: psycopg.Connection,
+                                                        workdir: Path, who: str) -> None:
+    """Whoever can bind `worker_socket` could answer "stored" and lose the message: bombom-deliver
+    hands over only to a peer of its own uid, in a directory that uid alone may write."""
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run the impostor as another user")
+    sock = with_worker_socket(env)
+    run = sock.parent
+    if who == "another uid":
+        os.chmod(run, 0o755)  # root's impostor binds in the delivery user's own directory
+        user: list[str] = []
+    else:
+        os.chown(run, 0, 0)  # a directory like /tmp: the impostor has the delivery user's uid
+        os.chmod(run, 0o1777)
+        user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    fake = subprocess.Popen([*user, "/usr/bin/python3", "-c", FAKE, str(sock)])
+    try:
+        wait_for_path(sock)
+        r = env.deliver(DIGEST)
+    finally:
+        fake.kill()
+        fake.wait()
+    assert r.returncode == 0 and r.stdout.startswith(b"2.0.0 stored article 1"), r
+    assert count(db, "SELECT count(*) FROM articles") == 1  # stored for real, by the cold path
+    why = "its peer runs as uid 0" if who == "another uid" else "writable by it alone"
+    assert why in env.log.read_text()
+
+
+def wait_for_path(path: Path) -> None:
+    end = time.monotonic() + 10
+    while not path.exists():
+        assert time.monotonic() < end, f"{path} never appeared"
+        time.sleep(0.05)

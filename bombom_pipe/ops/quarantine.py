@@ -85,20 +85,18 @@ def replay(settings: Settings, kept: Kept, log: Log) -> Outcome | None:
     """Deliver a kept message again as bombom-deliver does, in a confined child watched from
     outside (so a message whose parsing overran is quarantined again, not replayed forever);
     never through the worker. None: its raw file is gone."""
-    import dataclasses
     import time
 
-    from .. import supervisor
+    from .. import protocol, supervisor
 
     path = spool.raw_path(settings.spool_dir, kept.raw_sha256)
     if not path.exists():
         return None
-    job = {"sha256": kept.raw_sha256, "size": path.stat().st_size, "started": time.time(),
-           "envelope": {"recipient": kept.recipient, "sender": kept.envelope_sender,
-                        "queue_id": f"replay:{kept.queue_id or '-'}"}}
-    outcome, _ = supervisor.deliver(dataclasses.replace(settings, worker_socket=None), job,
-                                    time.monotonic() + settings.deadline_seconds, log,
-                                    ident="bombom-replay")
+    job = protocol.Job.make(
+        kept.raw_sha256, path.stat().st_size, "replay", time.time(),
+        time.time() + settings.deadline_seconds, [(kept.recipient, None)],
+        sender=kept.envelope_sender, queue_id=f"replay:{kept.queue_id or '-'}")
+    outcome, _ = supervisor.cold(settings, job, log, ident="bombom-replay")
     return outcome
 
 

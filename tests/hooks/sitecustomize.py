@@ -5,32 +5,57 @@ its path, so no mail can trigger it.
 A message with the header `X-Test-Parser: spin` makes `parse_message` run a regular expression
 that holds the GIL for minutes without ever checking for signals (the class of bug a deadline
 inside the process cannot stop); `loop` spins in Python code; `sleep` makes it stall without
-working, as a parser starved by a loaded machine would.
+working, as a parser starved by a loaded machine would; `die` kills its own process (a crash in
+C code, or the kernel's OOM killer). `X-Test-Auth: ...` does the same in sender authentication
+(auth.judge), `X-Test-Store: ...` in the store stage (store.deliver). With BOMBOM_TEST_PARSES
+set, each parse appends a byte to that file.
 """
 
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import os
 import re
+import signal
 import sys
 import time
 import types
 
 
-def _misbehave(raw: bytes) -> None:
-    if b"X-Test-Parser: spin" in raw:
+def _misbehave(raw: bytes, header: bytes) -> None:
+    if header + b"spin" in raw:
         re.search(r"(?s).*x.*overflow:hidden", "height:0;" * 40_000)
-    elif b"X-Test-Parser: loop" in raw:
+    elif header + b"loop" in raw:
         while True:  # Python code: signals do get through
             pass
-    elif b"X-Test-Parser: sleep" in raw:
+    elif header + b"sleep" in raw:
         time.sleep(3600)
+    elif header + b"die" in raw:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _raw(module: str, args: tuple) -> bytes:
+    """The message's bytes from the wrapped function's arguments."""
+    if module == "bombom_pipe.parse":  # parse_message(raw, ...)
+        return args[0]
+    if module == "bombom_pipe.auth":  # judge(settings, raw, msg, ...)
+        return args[1]
+    if args[2] is None:  # store.deliver(conn, delivery, msg, ...): only an article's store
+        return b""  # misbehaves; recording a quarantine (no parsed message) goes through
+    with open(args[1].raw_path, "rb") as f:
+        return f.read(1 << 16)
+
+
+#: module -> (function, the header that makes it misbehave)
+WRAP = {"bombom_pipe.parse": ("parse_message", b"X-Test-Parser: "),
+        "bombom_pipe.auth": ("judge", b"X-Test-Auth: "),
+        "bombom_pipe.store": ("deliver", b"X-Test-Store: ")}
 
 
 class _Wrap(importlib.abc.MetaPathFinder):
     def find_spec(self, name: str, path: object, target: object = None
                   ) -> importlib.machinery.ModuleSpec | None:
-        if name != "bombom_pipe.parse":
+        if name not in WRAP:
             return None
         sys.meta_path.remove(self)
         try:
@@ -38,16 +63,21 @@ class _Wrap(importlib.abc.MetaPathFinder):
         finally:
             sys.meta_path.insert(0, self)
         run = spec.loader.exec_module
+        function, header = WRAP[name]
 
         def exec_module(module: types.ModuleType) -> None:
             run(module)
-            real = module.parse_message
+            real = getattr(module, function)
 
-            def parse_message(raw: bytes, *args: object, **kwargs: object) -> object:
-                _misbehave(raw)
-                return real(raw, *args, **kwargs)
+            def wrapped(*args: object, **kwargs: object) -> object:
+                raw = _raw(name, args)
+                _misbehave(raw, header)
+                if name == "bombom_pipe.parse" and os.environ.get("BOMBOM_TEST_PARSES"):
+                    with open(os.environ["BOMBOM_TEST_PARSES"], "ab") as f:
+                        f.write(b"x")  # a byte per parse: how often a message was parsed
+                return real(*args, **kwargs)
 
-            module.parse_message = parse_message
+            setattr(module, function, wrapped)
 
         spec.loader.exec_module = exec_module
         return spec
