@@ -562,8 +562,10 @@ cmd_install() {
   rm -f "$POSTFIX_CONFIG_DIR/bombom-recipients-pull.cf"   # earlier pull modes' map
   install_worker
   remember_prior
+  # master.cf's lmtp service exists while main.cf names its parameters (else "unused parameter")
+  [[ $MODE == lmtp ]] && apply_lmtp_service
   apply_postfix
-  apply_lmtp_service
+  [[ $MODE == lmtp ]] || apply_lmtp_service
   check_and_reload
   remember_settings
   if probe_lookup; then
