@@ -101,7 +101,7 @@ OLD_PASSFILE=$POSTFIX_CONFIG_DIR/bombom-recipients.pgpass  # earlier installs ke
 PRIOR=$POSTFIX_CONFIG_DIR/bombom-prior-settings        # what `uninstall` puts back
 CONF_BASE=$(dirname "$INSTALL_ENV")/bombom.conf.installed  # what install last wrote: hand edits
 VENV=$PREFIX/venv
-RUNTIME_DIRS=$( (dirname "$WORKER_SOCKET"; dirname "$LMTP_SOCKET") | sort -u | paste -sd ' ')
+RUNTIME_DIRS=$( (dirname "$WORKER_SOCKET"; [[ $MODE != lmtp ]] || dirname "$LMTP_SOCKET") | sort -u | paste -sd ' ')
 # from `bombom postfix-settings` (load_settings)
 SETTINGS=(TIME_LIMIT DELIVERY_DSN DELIVERY_ROLE DELIVERY_PASSWORD LOOKUP_HOSTS LOOKUP_DBNAME
           LOOKUP_ROLE LOOKUP_PASSWORD LOOKUP_PASSFILE_LINE ADMIN_DSN ADMIN_ROLE ADMIN_PASSWORD)
@@ -339,7 +339,10 @@ probe_lookup() {
 #    lmtp (lmtp(8) to the worker) ----------------------------------------------------------------
 
 # Files waiting in pull mode's Maildir (new/ and claimed/): what a worker must still ingest.
+# Counted once per install (WAITING), so that what it says and the worker's command agree.
+WAITING=""
 waiting_in_maildir() {
+  [[ -n $WAITING ]] && { echo "$WAITING"; return 0; }
   local d n=0
   for d in new claimed; do
     [[ -d $MAILDIR_BASE/Maildir/$d ]] && n=$((n + $(find "$MAILDIR_BASE/Maildir/$d" -mindepth 1 -maxdepth 1 | wc -l)))
@@ -426,7 +429,7 @@ has_systemd() { [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null;
 # not make Postfix reload.
 install_worker() {
   local before=$CHANGED unit=$SYSTEMD_DIR/bombom-worker.service changed waiting
-  waiting=$(waiting_in_maildir)
+  waiting=$(waiting_in_maildir); WAITING=$waiting
   if [[ ${EARLIER[MODE]:-} == pull && $MODE != pull ]] || { [[ $MODE != pull ]] && ((waiting > 0)); }; then
     if ((waiting > 0)); then
       say "$waiting messages wait in $MAILDIR_BASE/Maildir/new (and claimed/): the worker must"

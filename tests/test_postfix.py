@@ -52,6 +52,11 @@ def install_env(base: Path, pg: LocalPostgres, dns: str, **overrides: str) -> di
         "MAXPROC": "4",
         "DOMAINS": "bombom.news",
         "DNS_SERVERS": dns,  # the loopback test server, never a real resolver
+        # never the host's: /etc/systemd/system, /var/spool/bombom-maildir, /run/bombom
+        "SYSTEMD_DIR": str(base / "systemd"),
+        "MAILDIR_BASE": str(base / "maildir"),
+        "WORKER_SOCKET": str(base / "run" / "worker.sock"),
+        "LMTP_SOCKET": str(base / "run" / "lmtp.sock"),
     }
     return {**env, **overrides}
 

@@ -58,8 +58,6 @@ def walk(pg: LocalPostgres, workdir: Path) -> Iterator[tuple[Postfix, dict[str, 
         LOOKUP_DSN=pg.url(DATABASE, user="bombom_lookup"),
         ADMIN_DSN=pg.url(DATABASE, user="bombom_admin"),
         DEADLINE="10", MAXPROC="2", DOMAINS=DOMAIN,
-        WORKER_SOCKET=str(base / "run" / "worker.sock"),  # never the host's /run/bombom
-        LMTP_SOCKET=str(base / "run" / "lmtp.sock"),
         PGHOST=str(pg.sock), PGPORT=str(pg.port))  # `make db`'s psql: the test cluster
     yield p, env
     p.stop()
@@ -499,7 +497,17 @@ def newsletter(n: int, tag: str) -> bytes:
 def wait_stored(pg: LocalPostgres, before: int, *senders: Sender) -> None:
     """Every message each sender got accepted is one article for each of its recipients."""
     expected = before + sum(len(s.sent) * len(s.rcpts) for s in senders)
-    wait_for(f"{expected} articles", lambda: articles(pg) >= expected, timeout=180, interval=0.5)
+    try:
+        wait_for(f"{expected} articles", lambda: articles(pg) >= expected, 300, interval=0.5)
+    except AssertionError:
+        with psycopg.connect(pg.url(DATABASE)) as conn:
+            print("DEBUG articles", articles(pg), "deliveries", conn.execute(
+                "SELECT outcome, count(*) FROM deliveries GROUP BY 1").fetchall())
+            have = {r[0] for r in conn.execute("SELECT message_id FROM articles")}
+        for s in senders:
+            print("DEBUG missing", sorted(i for i in s.sent if f"{s.tag}-{i}@news.example.kr"
+                                          not in have)[:50])
+        raise
     with psycopg.connect(pg.url(DATABASE)) as conn:
         n, distinct = conn.execute("SELECT count(*), count(DISTINCT (member_id, message_id)) "
                                    "FROM articles").fetchone()  # type: ignore[misc]
