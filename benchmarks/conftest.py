@@ -1,4 +1,3 @@
 """The benchmarks use the test suite's fixtures (PostgreSQL cluster, delivery environment)."""
 
-from tests.conftest import db, dns_server, env, pg, runner, workdir  # noqa: F401
-from tests.test_trust import key  # noqa: F401
+from tests.conftest import db, dns_server, env, key, pg, runner, workdir  # noqa: F401

@@ -3,14 +3,20 @@ and a throwaway PostgreSQL (both started here, both gone afterwards). Numbers, n
 
     python -m benchmarks.modes [--messages N] [--json FILE]      (as root, like the Postfix tests)
 
-Routes, each fed the same burst of N distinct ~12 KB HTML newsletters over SMTP, at destination
-concurrency 2:
+Routes, each fed the same burst of N distinct messages over SMTP, at destination concurrency 2,
+once per message set: `synthetic` (~12 KB HTML newsletters made here) and `real` (the shared
+corpus's newsletters and the tests' Korean letters, 10-170 KB, each under its own Message-ID):
     floor        pipe(8) to `python3 -S -c 'import sys; sys.stdin.buffer.read()'`: the least any
                  Python command behind pipe(8) can cost
     virtual      virtual(8) into a Maildir (nothing ingests it): the least for the pull mode
+    lmtp floor   lmtp(8) to a stdlib asyncio LMTP server that only saves each message with fsync
+                 (benchmarks/lmtp_floor.py): the least for a Python LMTP door
     cold push    pipe(8) to bombom-deliver without a worker
     push+worker  pipe(8) to bombom-deliver, which hands each message to `bombom worker`
+    lmtp         lmtp(8) to `bombom worker --lmtp-socket` (the LMTP door)
     pull         virtual(8) into the Maildir, drained by `bombom worker --maildir`
+Sender authentication asks a DNS server on loopback that answers NXDOMAIN (tests/dns_fixture.py),
+never the machine's resolver.
 messages/s is N over the time from the first SMTP connection to the last message stored (or
 delivered, for the two baselines); delay p50/p95 is Postfix's delay= of each message (for pull:
 that, plus the lag from the Maildir file to the stored row); RSS is the largest resident set of a
@@ -41,16 +47,43 @@ from pathlib import Path
 import psycopg
 
 from bombom_pipe.schema import grant, upgrade
+from tests.dns_fixture import DnsServer
 from tests.postfix_fixture import Postfix, available, free_port, wait_for
 from tests.sandbox import LocalPostgres, as_user
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT.parent / "shared" / "corpus"
+KOREAN = ROOT / "tests" / "data" / "newsletters" / "mails" / "ko"
 
 PIPE_USER = "bombom"
 POSTFIX_DAEMONS = {"master", "qmgr", "pickup", "smtpd", "cleanup", "proxymap", "trivial-rewrite",
                    "anvil", "tlsmgr", "postlogd", "scache", "showq", "bounce", "flush", "pipe",
                    "error", "discard", "verify", "smtp", "lmtp"}  # but virtual(8): it delivers
 ALICE = "alice@bombom.news"
-DELAY = re.compile(r": to=<[^>]*>,.*? relay=(?P<relay>[\w.-]+),.*? delay=(?P<delay>[\d.]+),"
+DELAY = re.compile(r": to=<[^>]*>,.*? relay=(?P<relay>[^,]+),.*? delay=(?P<delay>[\d.]+),"
                    r" delays=[\d./]+,.*? status=sent")
+
+
+def real_letters() -> list[bytes]:
+    """The shared corpus's newsletters and the tests' Korean letters (real issues)."""
+    found = []
+    manifest = CORPUS / "MANIFEST.tsv"
+    if manifest.exists():
+        for line in manifest.read_text(encoding="utf-8").splitlines()[1:]:
+            cols = line.split("\t")
+            if len(cols) > 5 and cols[5] == "newsletter":
+                found.append((CORPUS / cols[0]).read_bytes())
+    found += [p.read_bytes() for p in sorted(KOREAN.glob("*.eml"))]
+    return found
+
+
+def distinct(raw: bytes, tag: str) -> bytes:
+    """`raw` under a Message-ID of its own (the old one dropped), CRLF line ends for SMTP."""
+    head, sep, body = raw.replace(b"\r\n", b"\n").partition(b"\n\n")
+    lines = [h for h in re.split(rb"\n(?![ \t])", head)
+             if not h.lower().startswith(b"message-id:")]
+    lines.insert(0, f"Message-ID: <{tag}-{time.time_ns()}@bench.example>".encode())
+    return (b"\n".join(lines) + sep + body).replace(b"\n", b"\r\n")
 
 
 def newsletter(i: int, route: str) -> bytes:
@@ -112,6 +145,8 @@ class RssSampler:
 class Bench:
     def __init__(self, base: Path, n: int, processes: int) -> None:
         self.base, self.n, self.processes = base, n, processes
+        self.dns = DnsServer().start()
+        self.floor: subprocess.Popen[bytes] | None = None
         self.pg = LocalPostgres(base / "pg", port=free_port())
         self.postfix = Postfix(base / "instance")
         self.worker: subprocess.Popen[bytes] | None = None
@@ -133,21 +168,26 @@ class Bench:
             "DELIVERY_DSN": self.pg.url(user="bombom_deliver"),
             "LOOKUP_DSN": self.pg.url(user="bombom_lookup"), "DEADLINE": "60", "MAXPROC": "2",
             "DOMAINS": "bombom.news", "MAILDIR_BASE": str(self.base / "maildir"),
-            "SYSTEMD_DIR": str(self.base / "systemd"),
+            "SYSTEMD_DIR": str(self.base / "systemd"), "DNS_SERVERS": self.dns.address,
             "WORKER_SOCKET": str(self.base / "run" / "worker.sock")}
         self.install("push")
-        (self.base / "run").mkdir(exist_ok=True)
-        subprocess.run(["chown", f"{PIPE_USER}:{PIPE_USER}", str(self.base / "run")], check=True)
+        run = self.base / "run"  # the worker's: Postfix's lmtp(8) passes through to its socket
+        run.mkdir(exist_ok=True)
+        subprocess.run(["chown", f"{PIPE_USER}:postfix", str(run)], check=True)
+        run.chmod(0o750)
         self.postfix.postconf("virtual_destination_concurrency_limit = 2",
                               "floor_destination_concurrency_limit = 2",
-                              "floor_destination_recipient_limit = 1")
+                              "floor_destination_recipient_limit = 1",
+                              "bombomlmtp_destination_concurrency_limit = 2")
         self.postfix.run("postconf", "-M", "floor/unix=floor unix - n n - 2 pipe flags=X "
                          f"user={PIPE_USER} argv=/usr/bin/python3 -S -c "
                          "{import sys; sys.stdin.buffer.read()}")
+        self.postfix.run("postconf", "-M", "bombomlmtp/unix=bombomlmtp unix - - n - - lmtp")
         self.postfix.start()
 
     def stop(self) -> None:
         self.stop_worker()
+        self.dns.stop()
         self.postfix.stop()
         self.pg.stop("immediate")
 
@@ -159,12 +199,27 @@ class Bench:
         self.postfix.run("postfix", "reload")
         self.postfix.wait_reloaded(before)
 
-    def start_worker(self, pull: bool) -> None:
+    @property
+    def lmtp_socket(self) -> Path:
+        return self.base / "run" / "lmtp.sock"
+
+    def start_worker(self, route: str) -> None:
         env = self.postfix.env
+        if route == "lmtp floor":
+            out = self.base / "floor-out"
+            out.mkdir(exist_ok=True)
+            subprocess.run(["chown", PIPE_USER, str(out)], check=True)
+            self.worker = subprocess.Popen(as_user(PIPE_USER, [
+                "/usr/bin/python3", str(ROOT / "benchmarks" / "lmtp_floor.py"),
+                str(self.lmtp_socket), str(out)]), start_new_session=True)
+            wait_for("the LMTP floor", self.lmtp_socket.exists, 30)
+            return
         args = [f"{env['PREFIX']}/venv/bin/bombom", f"--config={env['CONFIG_FILE']}", "worker",
                 f"--socket={env['WORKER_SOCKET']}", f"--processes={self.processes}"]
-        if pull:
+        if route == "pull":
             args.append(f"--maildir={env['MAILDIR_BASE']}/Maildir")
+        if route == "lmtp":
+            args.append(f"--lmtp-socket={self.lmtp_socket}")
         log = Path(env["LOG"])
         mark = len(log.read_text()) if log.exists() else 0
         self.worker = subprocess.Popen(as_user(PIPE_USER, args), start_new_session=True,
@@ -176,6 +231,7 @@ class Bench:
             os.killpg(self.worker.pid, signal.SIGTERM)
             self.worker.wait(30)
         self.worker = None
+        self.lmtp_socket.unlink(missing_ok=True)
 
     def configure(self, route: str) -> None:
         """Postfix (and the worker) for one route."""
@@ -186,15 +242,16 @@ class Bench:
             entry = self.postfix.run("postconf", "-M", "bombom/unix").stdout.strip()
             timed = entry.replace("argv=", f"argv=/usr/bin/time -a -o {self.rss_file} -f %M ", 1)
             self.postfix.run("postconf", "-M", f"bombom/unix={timed}")
-        self.postfix.postconf("virtual_transport = floor" if route == "floor" else
-                              "virtual_transport = virtual" if mode == "pull" else
-                              "virtual_transport = bombom")
+        self.postfix.postconf(
+            "virtual_transport = floor" if route == "floor" else
+            f"virtual_transport = bombomlmtp:unix:{self.lmtp_socket}" if "lmtp" in route else
+            "virtual_transport = virtual" if mode == "pull" else "virtual_transport = bombom")
         self.reload()
-        if route in ("push+worker", "pull"):
-            self.start_worker(pull=route == "pull")
+        if route in ("push+worker", "pull", "lmtp", "lmtp floor"):
+            self.start_worker(route)
 
     # one burst
-    def run(self, route: str) -> dict:
+    def run(self, route: str, letters: list[bytes] | None) -> dict:
         self.stop_worker()
         maildir = Path(self.postfix.env["MAILDIR_BASE"]) / "Maildir"
         for sub in ("new", "cur", "claimed"):  # what an earlier route left
@@ -210,21 +267,24 @@ class Bench:
         self.rss_file.touch()
         self.rss_file.chmod(0o666)
         mark = len(self.postfix.log())
-        messages = [newsletter(i, route) for i in range(self.n)]
-        relay = {"floor": "floor", "virtual": "virtual", "pull": "virtual"}.get(route, "bombom")
-        stored = route in ("cold push", "push+worker", "pull")
+        messages = [distinct(letters[i % len(letters)], f"{route}-{i}".replace(" ", "-"))
+                    if letters else newsletter(i, route) for i in range(self.n)]
+        relay = {"floor": "floor", "virtual": "virtual", "pull": "virtual"}.get(
+            route, "bombomlmtp" if "lmtp" in route else "bombom")
+        stored = route in ("cold push", "push+worker", "pull", "lmtp")
         with RssSampler(self.roots) as rss:
             t0 = time.monotonic()
             with ThreadPoolExecutor(4) as pool:
                 list(pool.map(lambda batch: self.send(batch), [messages[k::4] for k in range(4)]))
             if stored:
-                wait_for("all stored", lambda: self.articles() >= self.n, 600, 0.05)
+                wait_for("all delivered", lambda: self.deliveries() >= self.n, 600, 0.05)
             else:
                 wait_for("all delivered", lambda: len(self.sent(mark, relay)) >= self.n, 600,
                          0.05)
             took = time.monotonic() - t0
         delays = [float(m["delay"]) for m in self.sent(mark, relay)]
-        result = {"route": route, "messages": self.n, "seconds": round(took, 2),
+        result = {"route": route, "set": "real" if letters else "synthetic",
+                  "messages": self.n, "seconds": round(took, 2),
                   "per_second": round(self.n / took, 2),
                   "delay_p50": round(statistics.median(delays), 2),
                   "delay_p95": round(statistics.quantiles(delays, n=20)[18], 2),
@@ -260,30 +320,37 @@ class Bench:
             for raw in batch:
                 s.sendmail("bounce@news.example.kr", [ALICE], raw)
 
-    def articles(self) -> int:
+    def deliveries(self) -> int:
+        """Deliveries done (stored, duplicate or quarantined: a real letter may be either)."""
         with psycopg.connect(self.pg.url()) as conn:
-            return conn.execute("SELECT count(*) FROM articles").fetchone()[0]
+            return conn.execute("SELECT count(DISTINCT raw_sha256) FROM deliveries WHERE outcome"
+                                " IN ('stored', 'duplicate', 'quarantined')").fetchone()[0]
 
     def sent(self, mark: int, relay: str) -> list[re.Match[str]]:
         return [m for line in self.postfix.log_lines(mark)
-                if (m := DELAY.search(line)) and m["relay"] == relay]
+                if (m := DELAY.search(line)) and (m["relay"] == relay or relay == "bombomlmtp"
+                                                  and m["relay"].endswith("lmtp.sock]"))]
 
 
 def table(results: list[dict]) -> str:
-    floor = next((r["per_second"] for r in results if r["route"] == "floor"), None)
-    virtual = next((r["per_second"] for r in results if r["route"] == "virtual"), None)
-    head = (f"{'route':<12} {'msg/s':>7} {'×floor':>7} {'×virtual':>8} {'delay p50':>9} "
-            f"{'p95':>6} {'lag p95':>7} {'RSS peak':>8} {'cmd RSS':>7}")
-    out = [head, "-" * len(head)]
-    for r in results:
-        out.append(
-            f"{r['route']:<12} {r['per_second']:>7.1f} "
-            f"{r['per_second'] / floor if floor else float('nan'):>7.2f} "
-            f"{r['per_second'] / virtual if virtual else float('nan'):>8.2f} "
-            f"{r['delay_p50']:>8.2f}s {r['delay_p95']:>5.2f}s "
-            f"{(str(r['lag_p95']) + 's') if 'lag_p95' in r else '-':>7} "
-            f"{r['rss_peak_mib']:>5.1f}MiB "
-            f"{(str(r['command_rss_mib'])) if 'command_rss_mib' in r else '-':>7}")
+    """One table per message set; ratios to that set's floors, measured in the same run."""
+    out = []
+    for name in dict.fromkeys(r["set"] for r in results):
+        rows = [r for r in results if r["set"] == name]
+        rate = {r["route"]: r["per_second"] for r in rows}
+        head = (f"{name + ' set':<12} {'msg/s':>7} {'×floor':>7} {'×lmtp fl':>8} "
+                f"{'×virtual':>8} {'delay p50':>9} {'p95':>6} {'lag p95':>7} {'RSS peak':>8} "
+                f"{'cmd RSS':>7}")
+        out += ["", head, "-" * len(head)]
+        for r in rows:
+            ratio = [f"{r['per_second'] / rate[k]:.2f}" if rate.get(k) else "-"
+                     for k in ("floor", "lmtp floor", "virtual")]
+            out.append(
+                f"{r['route']:<12} {r['per_second']:>7.1f} {ratio[0]:>7} {ratio[1]:>8} "
+                f"{ratio[2]:>8} {r['delay_p50']:>8.2f}s {r['delay_p95']:>5.2f}s "
+                f"{(str(r['lag_p95']) + 's') if 'lag_p95' in r else '-':>7} "
+                f"{r['rss_peak_mib']:>5.1f}MiB "
+                f"{(str(r['command_rss_mib'])) if 'command_rss_mib' in r else '-':>7}")
     return "\n".join(out)
 
 
@@ -291,7 +358,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--messages", type=int, default=200)
     ap.add_argument("--json", default="bench-modes.json", help="where the figures go as JSON")
-    ap.add_argument("--routes", default="floor,virtual,cold push,push+worker,pull")
+    ap.add_argument("--routes", default="floor,virtual,lmtp floor,cold push,push+worker,lmtp,"
+                                        "pull")
+    ap.add_argument("--sets", default="synthetic,real")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     ap.add_argument("--processes", type=int, default=os.cpu_count() or 2,
                     help="bombom worker --processes")
@@ -300,14 +369,19 @@ def main() -> int:
     if why:
         print(f"bench skipped: {why}")
         return 0
+    letters = real_letters()
     base = Path(tempfile.mkdtemp(prefix="bombom-bench-", dir="/tmp"))
     bench = Bench(base, args.messages, args.processes)
     results = []
     try:
         bench.start()
-        for route in args.routes.split(","):
-            results.append(bench.run(route))
-            print(f"  {route}: {results[-1]}", file=sys.stderr)
+        for name in args.sets.split(","):
+            if name == "real" and not letters:
+                print("real set skipped: no ../shared/corpus here", file=sys.stderr)
+                continue
+            for route in args.routes.split(","):
+                results.append(bench.run(route, letters if name == "real" else None))
+                print(f"  {name} {route}: {results[-1]}", file=sys.stderr)
     finally:
         bench.stop()
         if args.keep:
@@ -317,7 +391,7 @@ def main() -> int:
     machine = (f"{platform.node()}: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, "
                f"Python {platform.python_version()}")
     print(f"\n{args.messages} messages per route, destination concurrency 2, worker processes "
-          f"{args.processes}; {machine}")
+          f"{args.processes}; real set: {len(letters)} letters; {machine}")
     print(table(results))
     Path(args.json).write_text(json.dumps({"machine": machine, "results": results}, indent=1))
     print(f"(JSON: {args.json})")

@@ -112,3 +112,64 @@ def test_supervisor_peak_rss(env: Env, db: psycopg.Connection) -> None:
         own.append(int(r.stderr.decode().split()[-1]))
     print(f"\nbombom-deliver (supervisor) peak RSS: median {statistics.median(own) / 1024:.1f} "
           f"MiB, max {max(own) / 1024:.1f} MiB")
+
+
+def test_authentication_of_hostile_mail(dns_server, key) -> None:  # noqa: ANN001
+    """CPU of `auth.verify` alone for what a stranger can send: thousands of DKIM-Signature
+    headers (dkimpy's cost grows with their square), and a signature whose key has a 32768-bit
+    modulus and exponent with a b= as long as the modulus (one modular exponentiation of that
+    size). Both are refused before dkimpy does the work; figures only."""
+    import base64
+    import os
+    import re
+
+    from bombom_pipe import auth
+    from tests.test_trust import DOMAIN, SELECTOR
+    from tests.test_trust_headers import issue, rsa_public_key, signed
+
+    dns_server.txt[f"{SELECTOR}._domainkey.{DOMAIN}"] = [key[1]]
+    dns_server.txt[f"huge._domainkey.{DOMAIN}"] = [rsa_public_key(32768, (1 << 32767) | 1)]
+    genuine = signed(issue(), key)
+    junk = b"".join(b"DKIM-Signature: v=1; a=rsa-sha256; d=other%d.example.org; s=x; h=from;"
+                    b" bh=AAAA; b=AAAA\r\n" % i for i in range(8000))
+    huge = signed(issue(), key, selector="huge")
+    end = re.search(rb"\r\n(?![ \t])", huge).start()  # the end of the DKIM-Signature field
+    fat = base64.b64encode(b"\x01" + os.urandom(4095))
+    huge = re.sub(rb"b=[A-Za-z0-9+/=\s]+$", b"b=" + fat, huge[:end]) + huge[end:]
+    print("\nauth.verify, CPU seconds:")
+    for name, raw in [("genuine signature", genuine), ("8000 junk signatures", junk + genuine),
+                      ("32768-bit key", huge)]:
+        t = time.process_time()
+        verdict = auth.verify(raw, DOMAIN, auth.Dns((dns_server.address,), 120), auth.Smtp())
+        print(f"  {name:<22} {time.process_time() - t:6.2f}  {verdict.verdict}:"
+              f" {verdict.detail[:70]}")
+
+
+def test_pull_claims_do_not_grow_with_the_backlog(tmp_path) -> None:  # noqa: ANN001
+    """Maildir.due with 300,000 files waiting in new/ against an empty Maildir fed one file at a
+    time: the cost of a claim (what bounds how fast pull drains a backlog) must not grow with
+    it. The old claim listed and sorted all of new/ each time (~240 ms at 300,000)."""
+    from pathlib import Path
+
+    from bombom_pipe.maildir import Maildir
+
+    def per_claim(root: Path, backlog: int, claims: int = 2000) -> float:
+        md = Maildir(root)
+        md.open()
+        for i in range(backlog):
+            (md.new / f"{i:07d}.V1I1M1.mx").touch()
+        took, taken = 0.0, 0
+        for i in range(claims):
+            if not backlog:
+                (md.new / f"x{i:07d}.V1I1M1.mx").touch()
+            t0 = time.perf_counter()
+            taken += len(md.due(1))
+            took += time.perf_counter() - t0
+        assert taken == claims
+        return took / claims
+
+    empty = per_claim(tmp_path / "empty", 0)
+    full = per_claim(tmp_path / "full", 300_000)
+    print(f"\npull claim: {empty * 1e6:.0f} µs each on an empty Maildir (one file written "
+          f"before each), {full * 1e6:.0f} µs each with 300,000 waiting in new/ "
+          f"({full / empty:.2f}×)")

@@ -17,7 +17,7 @@ import signal
 import time
 
 from . import config, protocol, spool
-from .judge import Budget
+from .judge import GRACE, Budget
 
 TYPE_CHECKING = False  # not `typing`'s: bombom-deliver imports this module, and typing costs 3 ms
 if TYPE_CHECKING:
@@ -94,8 +94,12 @@ def deliver(settings: config.Settings, job: protocol.Job, fd: int, connect: Conn
     envelopes = [Envelope(r.address, job.sender, r.original, job.queue_id, job.client_address)
                  for r in job.recipients]
     log = log or Log.for_settings(settings, ident)
+    # The judge decides at the job's deadline while parsing or authenticating, and gives the
+    # store stage GRACE more; this process's own alarm falls between, so that it ends a database
+    # wait cleanly itself but never answers for a CPU-bound stage (a stalled parser must count
+    # as a timeout, judge.py, not come back as an ordinary "try later" forever).
     deadline = Deadline(settings.deadline_seconds)  # as configured, for the reasons given
-    deadline.end = time.monotonic() + job.deadline - time.time()  # what is left
+    deadline.end = time.monotonic() + job.deadline - time.time() + GRACE / 2
     budget = Budget.of(settings.deadline_seconds)
     cpu_backstop(budget.parse_cpu + budget.auth_cpu)
     answered = 0

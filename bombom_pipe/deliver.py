@@ -5,8 +5,9 @@ a process it can kill (a forked child, or a child of `bombom worker`); `bombom r
 1. parse (pure): unusable -> the delivery is recorded as quarantined, raw kept for `replay`;
    running out of time or memory while parsing is the message's doing: quarantined too
    ("unparsable: parse budget exceeded"), never deferred, since every retry would do the same;
-   then authenticate (auth.py, bounded DNS; never fails the delivery): DMARC fail under
-   p=reject -> quarantined, unless the operator turned that off;
+   then authenticate (auth.py: DKIM, SPF for the envelope's client address and sender, DMARC;
+   bounded DNS; never fails the delivery): DMARC fail under p=reject -> quarantined, unless
+   the operator turned that off;
 2. store in one transaction: unknown member -> nouser (67); duplicate -> 0; transient database
    errors are retried with backoff inside the deadline, then tempfail; a value the database
    refuses (SQLSTATE class 22/23, or psycopg's own DataError) -> quarantined, since retrying
@@ -78,12 +79,13 @@ def _parse(raw: bytes, log: Log) -> tuple[ParsedMessage | None, str | None]:
 
 
 def _authenticate(settings: config.Settings, raw: bytes, msg: ParsedMessage,
-                  deadline: Deadline, sender: str | None) -> tuple[Auth | None, str | None]:
+                  deadline: Deadline, sender: str | None, client_address: str | None = None
+                  ) -> tuple[Auth | None, str | None]:
     """(verdict, why quarantined): running out of time or memory here is the message's doing
     (a flood of signatures, an outsized key) and quarantines it, as for the parser."""
     wall, cpu = time.monotonic(), time.process_time()
     try:
-        return judge(settings, raw, msg, deadline.remaining(), sender)
+        return judge(settings, raw, msg, deadline.remaining(), sender, client_address)
     except MemoryError:
         return None, AUTH_BUDGET
     except DeadlineExceeded:
@@ -173,7 +175,8 @@ def deliver_all(settings: config.Settings, saved: spool.Saved, envelopes: Sequen
                 spool.save_bytes(settings.spool_dir, "att", a.data)
             if msg is not None:
                 stage("auth")
-                auth, reason = _authenticate(settings, raw, msg, deadline, envelopes[0].sender)
+                auth, reason = _authenticate(settings, raw, msg, deadline, envelopes[0].sender,
+                                             envelopes[0].client_address)
             if reason in OVERRUN.values() and deadline.remaining() <= 0:
                 deadline = Deadline(GRACE)  # time to record the quarantine
         stage("store")

@@ -130,11 +130,10 @@ class Maildir:
         return len(os.listdir(self.new)), len(os.listdir(self.claimed))
 
 
-def envelope(path: Path) -> dict[str, str | None]:
-    """What virtual(8) recorded at the top of the file (recipient, original recipient, sender),
-    and Postfix's queue id and client address from the `Received:` header our smtpd wrote."""
-    with open(path, "rb") as f:
-        head = f.read(HEAD)
+def envelope(head: bytes) -> dict[str, str | None]:
+    """What virtual(8) recorded at the top of a file (recipient, original recipient, sender),
+    and Postfix's queue id and client address from the `Received:` header our smtpd wrote;
+    `head`: the file's first bytes."""
     found: dict[str, str] = {}
     for line in head.split(b"\n"):
         line = line.rstrip(b"\r")

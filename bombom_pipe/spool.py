@@ -158,24 +158,40 @@ def sha256_of(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def link_or_save(root: Path, source: Path) -> Saved:
+@dataclass(frozen=True, slots=True)
+class Linked:
+    saved: Saved
+    head: bytes  # the file's first CHUNK bytes (its header block, as a rule)
+    mtime: float
+
+
+def link_or_save(root: Path, source: Path) -> Linked:
     """Keep a file someone else wrote durably already (a Maildir file of virtual(8)) in the
-    raw store: a hard link under its SHA-256 where both are on one file system, else a copy."""
-    sha, size = sha256_of(source)
-    final = _final_path(root, "raw", sha, ".eml")
-    if final.exists():
-        return Saved(sha, final, size)
-    try:
-        _makedirs(final.parent)
+    raw store, reading it once: a hard link under its SHA-256 where both are on one file
+    system, else a copy."""
+    with open(source, "rb") as f:
+        mtime = os.fstat(f.fileno()).st_mtime
+        head = f.read(CHUNK)
+        digest, size = sha256(head), len(head)
+        for chunk in iter(lambda: f.read(CHUNK), b""):
+            digest.update(chunk)
+            size += len(chunk)
+        sha = digest.hexdigest()
+        final = _final_path(root, "raw", sha, ".eml")
+        saved = Saved(sha, final, size)
+        if final.exists():
+            return Linked(saved, head, mtime)
         try:
-            os.link(source, final)
-        except FileExistsError:
-            return Saved(sha, final, size)
-        _fsync_dir(final.parent)
-    except OSError:
-        with open(source, "rb") as f:
-            return save_stream(root, f)
-    return Saved(sha, final, size)
+            _makedirs(final.parent)
+            try:
+                os.link(source, final)
+            except FileExistsError:
+                return Linked(saved, head, mtime)
+            _fsync_dir(final.parent)
+        except OSError:
+            f.seek(0)
+            saved = save_stream(root, f)
+    return Linked(saved, head, mtime)
 
 
 SUFFIX = {"raw": ".eml", "att": ""}

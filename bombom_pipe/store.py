@@ -174,53 +174,94 @@ def insert(conn: psycopg.Connection, table: str, row: dict[str, object], suffix:
     return cur.fetchone() if cur.description else None
 
 
-#: how each shared newsletter value changes: authenticated mail replaces it (never with NULL);
-#: other mail may only fill it in while the newsletter has never been seen authenticated
-_SHARED = ("display_name", "list_id", "sender_header", "unsubscribe_http", "unsubscribe_mailto")
+#: the newsletter values that are the same for every member (migration 008 moved the
+#: unsubscribe links, which are each member's own, to `subscriptions`)
+_SHARED = ("display_name", "list_id", "sender_header")
 
 
 def _merge(column: str) -> str:
-    return (f"{column} = CASE WHEN excluded.authenticated_at IS NOT NULL"
-            f" THEN coalesce(excluded.{column}, newsletters.{column})"
-            f" WHEN newsletters.authenticated_at IS NULL"
-            f" THEN coalesce(newsletters.{column}, excluded.{column})"
-            f" ELSE newsletters.{column} END")
-
-
-def _with_http(column: str) -> str:
-    """A value that belongs to unsubscribe_http (one-click, its click target) changes with it."""
-    return (f"{column} = CASE WHEN excluded.unsubscribe_http IS NULL THEN newsletters.{column}"
-            f" WHEN excluded.authenticated_at IS NOT NULL THEN excluded.{column}"
-            f" WHEN newsletters.authenticated_at IS NULL AND newsletters.unsubscribe_http IS NULL"
-            f" THEN excluded.{column} ELSE newsletters.{column} END")
+    """A shared value is set by the first sighting; mail that is not authenticated never changes
+    it; the first authenticated mail replaces it (with NULL too: what the first sighting said was
+    nobody's word), later authenticated mail replaces it but never with NULL."""
+    return (f"{column} = CASE WHEN excluded.authenticated_at IS NULL THEN newsletters.{column}"
+            f" WHEN newsletters.authenticated_at IS NULL THEN excluded.{column}"
+            f" ELSE coalesce(excluded.{column}, newsletters.{column}) END")
 
 
 _NEWSLETTER_UPSERT = f"""
     INSERT INTO newsletters (sender_address, display_name, list_id, sender_header,
-                             unsubscribe_http, unsubscribe_mailto, unsubscribe_one_click,
-                             unsubscribe_http_target, authenticated_at)
-    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, CASE WHEN %s THEN now() END)
+                             authenticated_at)
+    VALUES (%s, %s, %s, %s, CASE WHEN %s THEN now() END)
     ON CONFLICT (sender_address) DO UPDATE SET
       {", ".join(_merge(c) for c in _SHARED)},
-      {", ".join(_with_http(c) for c in ("unsubscribe_one_click", "unsubscribe_http_target"))},
       authenticated_at = coalesce(excluded.authenticated_at, newsletters.authenticated_at),
       last_seen_at = now()
     RETURNING id"""
 
 
-def _newsletter(conn: psycopg.Connection, msg: ParsedMessage, authenticated: bool) -> int | None:
-    """Upsert the sender. Its shared values (name, List-Id, unsubscribe) are set by the first
-    sighting and replaced only by authenticated mail; see `_merge`."""
+def _vouched(auth: Auth | None, header: str, value: str | None) -> str | None:
+    """`value` from authenticated mail only when the pass vouches for its header; from other
+    mail as it is (it can only be a first sighting's, see `_merge`)."""
+    if auth is None or not auth.authenticated or auth.vouches(header):
+        return value
+    return None
+
+
+def _newsletter(conn: psycopg.Connection, msg: ParsedMessage, auth: Auth | None) -> int | None:
+    """Upsert the sender. Its shared values (name, List-Id, Sender) come from the first sighting
+    until authenticated mail replaces them, and from authenticated mail only after that, each
+    only from a header the pass vouches for; see `_merge`."""
     if not msg.from_address:
         return None
-    u = msg.unsubscribe
     sender = msg.sender_address if msg.sender_address != msg.from_address else None
     row = conn.execute(
         _NEWSLETTER_UPSERT,  # type: ignore[arg-type]
-        (_short(msg.from_address), msg.from_name, _short(msg.list_id, MAX_KEY), _short(sender),
-         u.http, u.mailto, u.one_click, u.http_target, authenticated),
+        (_short(msg.from_address), _vouched(auth, "from", msg.from_name),
+         _short(_vouched(auth, "list-id", msg.list_id), MAX_KEY),
+         _short(_vouched(auth, "sender", sender)), auth is not None and auth.authenticated),
     ).fetchone()
     return row[0] if row else None
+
+
+_SUBSCRIPTION_UPSERT = """
+    INSERT INTO subscriptions (member_id, newsletter_id, unsubscribe_http, unsubscribe_mailto,
+                               unsubscribe_one_click, unsubscribe_http_target, confirmation_url)
+    SELECT %(member)s, n.id, v.http, v.mailto, coalesce(v.one_click, false), v.target, v.confirm
+    FROM newsletters n
+    CROSS JOIN LATERAL (SELECT
+        CASE WHEN w.ok THEN %(http)s END AS http, CASE WHEN w.ok THEN %(mailto)s END AS mailto,
+        CASE WHEN w.ok THEN %(one_click)s END AS one_click,
+        CASE WHEN w.ok THEN %(target)s END AS target,
+        CASE WHEN w.ok OR %(authenticated)s THEN %(confirm)s END AS confirm
+        FROM (SELECT %(trusted)s OR n.authenticated_at IS NULL AS ok) w) v
+    WHERE n.id = %(newsletter)s
+    ON CONFLICT (member_id, newsletter_id) DO UPDATE SET
+      unsubscribe_http = coalesce(excluded.unsubscribe_http, subscriptions.unsubscribe_http),
+      unsubscribe_one_click = CASE WHEN excluded.unsubscribe_http IS NULL
+          THEN subscriptions.unsubscribe_one_click ELSE excluded.unsubscribe_one_click END,
+      unsubscribe_http_target = CASE WHEN excluded.unsubscribe_http IS NULL
+          THEN subscriptions.unsubscribe_http_target ELSE excluded.unsubscribe_http_target END,
+      unsubscribe_mailto = coalesce(excluded.unsubscribe_mailto, subscriptions.unsubscribe_mailto),
+      confirmation_url = coalesce(excluded.confirmation_url, subscriptions.confirmation_url),
+      last_seen_at = now()"""
+
+
+def _subscription(conn: psycopg.Connection, member_id: int, newsletter_id: int,
+                  msg: ParsedMessage, auth: Auth | None) -> None:
+    """The member's own links for this newsletter: the latest this member received (a link is
+    never replaced by none). Once the newsletter has been seen authenticated, only mail whose
+    pass vouches for them sets them: List-Unsubscribe (and List-Unsubscribe-Post for one-click)
+    when they come from the headers; the body (a link found there, the confirmation link) is
+    covered by any pass."""
+    u = msg.unsubscribe
+    authenticated = auth is not None and auth.authenticated
+    trusted = authenticated and (u.source != "header" or auth.vouches("list-unsubscribe"))
+    one_click = u.one_click and (not authenticated or auth.vouches("list-unsubscribe-post"))
+    conn.execute(_SUBSCRIPTION_UPSERT, {  # type: ignore[arg-type]
+        "member": member_id, "newsletter": newsletter_id, "trusted": trusted,
+        "authenticated": authenticated,
+        "http": u.http, "mailto": u.mailto, "one_click": one_click, "target": u.http_target,
+        "confirm": msg.confirmation_url})
 
 
 def deliver(conn: psycopg.Connection, d: Delivery, msg: ParsedMessage | None,
@@ -278,7 +319,7 @@ def _article(conn: psycopg.Connection, d: Delivery, msg: ParsedMessage, member_i
 def _insert(conn: psycopg.Connection, d: Delivery, msg: ParsedMessage, member_id: int,
             auth: Auth | None, key: str, content: str) -> int | None:
     """The article and its attachments; None when a concurrent run took the key or bytes."""
-    newsletter_id = _newsletter(conn, msg, auth is not None and auth.authenticated)
+    newsletter_id = _newsletter(conn, msg, auth)
     images = list(msg.thumbnail_candidates)
     row = article_row(d, msg, auth, key, content, images) | {
         "member_id": member_id, "newsletter_id": newsletter_id,
@@ -288,6 +329,8 @@ def _insert(conn: psycopg.Connection, d: Delivery, msg: ParsedMessage, member_id
         return None
     for a in msg.attachments:
         insert(conn, "attachments", attachment_row(inserted[0], a))
+    if newsletter_id is not None:
+        _subscription(conn, member_id, newsletter_id, msg, auth)
     return inserted[0]
 
 

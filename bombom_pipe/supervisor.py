@@ -248,8 +248,8 @@ def warm(settings: config.Settings, job: protocol.Job, log: Log) -> tuple[Outcom
                 data = s.recv(4096)
             except TimeoutError:
                 continue
-            if not data:
-                raise WorkerGone("closed the connection")
+            if not data:  # before taking the job: no process was free in time
+                raise WorkerGone("closed the connection" if accepted else "busy")
             for m in lines.feed(data):
                 if m.get("accepted"):
                     accepted = True

@@ -105,8 +105,9 @@ class Task:
     job: protocol.Job
     answer: Callable[[int, str, str], None]
     taken: Callable[[], None] = lambda: None
+    expired: Callable[[], None] = lambda: None  # not taken by `expires`: dropped, unanswered
     queued: float = field(default_factory=time.monotonic)
-    expires: float | None = None  # not taken by then: dropped (the pipe door: gone cold)
+    expires: float | None = None  # the pipe door: bombom-deliver then goes cold
     left: list[int] = field(default_factory=list)  # recipients not answered yet
     moved: int = 0  # times taken away from a stopped process
 
@@ -277,7 +278,7 @@ class Worker:
                     self._end(proc, verdict)
         for task in [t for t in self.queue if t.expires is not None and now >= t.expires]:
             self.queue.remove(task)
-            self._settle(task, judge.Verdict("tempfail", "no delivery process was free"))
+            task.expired()
         for task in [t for t in self.queue if now >= _monotonic(t.job.deadline)]:
             self.queue.remove(task)
             self._settle(task, judge.Verdict("tempfail", "no delivery process was free "
@@ -428,15 +429,14 @@ class Worker:
         assert self.maildir
         md = self.maildir
         try:
-            saved = spool.link_or_save(self.settings.spool_dir, path)
-            env = envelope(path)
-            started = os.stat(path).st_mtime  # when virtual(8) delivered it: the lag's start
+            kept = spool.link_or_save(self.settings.spool_dir, path)
         except (OSError, spool.SpoolError) as e:
-            self.log.error(f"{path.name}: cannot keep it in the spool: {e}; will retry")
-            md.retry(path)
+            wait = md.retry(path)
+            self.log.error(f"{path.name}: cannot keep it in the spool: {e}; retried in {wait:g} s")
             return None
-        job = protocol.Job.make(
-            saved.sha256, saved.size, "maildir", started,
+        env, saved = envelope(kept.head), kept.saved
+        job = protocol.Job.make(  # started: when virtual(8) delivered it, the lag's start
+            saved.sha256, saved.size, "maildir", kept.mtime,
             time.time() + self.settings.deadline_seconds,
             [(env["recipient"], env["original_recipient"])], sender=env["sender"],
             queue_id=env.get("queue_id") or f"maildir:{path.name}"[:64],
@@ -497,7 +497,7 @@ class PipeClient:
             self.close()
             return
         self.task = Task(job, self.answer, taken=lambda: self.send({"accepted": True}),
-                         expires=self.since + QUEUE_WAIT)
+                         expired=self.close, expires=self.since + QUEUE_WAIT)
         self.worker.queue.append(self.task)
 
     def answer(self, i: int, outcome: str, detail: str) -> None:

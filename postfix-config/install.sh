@@ -64,7 +64,7 @@ LMTP_SOCKET=${LMTP_SOCKET:-/run/bombom/lmtp.sock}        # lmtp: the worker's, f
 MESSAGE_SIZE_LIMIT=${MESSAGE_SIZE_LIMIT:-20480000}
 POSTFIX_CONFIG_DIR=${POSTFIX_CONFIG_DIR:-/etc/postfix}
 PYTHON=${PYTHON:-/usr/bin/python3}                    # the pipe user must be able to run it
-DNS_SERVERS=${DNS_SERVERS:-}                          # DKIM/DMARC lookups; empty: the system's
+DNS_SERVERS=${DNS_SERVERS:-}                          # DKIM/SPF/DMARC lookups; empty: the system's
 if [[ -z ${LOG:-} ]]; then                            # no syslog daemon: no /dev/log
   if [[ -S /dev/log ]]; then LOG=syslog; else LOG=/var/log/bombom/deliver.log; fi
 fi

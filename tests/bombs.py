@@ -95,8 +95,8 @@ def _nested_messages(size: int, levels: int = 38) -> bytes:
 
 
 ADVERSARIAL = {
-    # html.py: hidden-style test on every tag; the tag-stripping fallback; html.parser's
-    # rescans of unterminated constructs; link text; deep markup
+    # html.py: hidden-style test on every tag; the tag-stripping fallback; unterminated
+    # constructs an HTML parser could rescan to the end (html.parser did); link text; deep markup
     "hidden_style": lambda n: _html(b'<div style="' + _rep(b"height:0;", n) + b'">x</div>'),
     "hidden_style_base64": lambda n: _html_base64(
         b'<div style="' + _rep(b"height:0;", n * 3 // 4) + b'">x</div>'),

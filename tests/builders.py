@@ -104,5 +104,7 @@ def with_worker_socket(env: Env) -> Path:
 
 
 def by_worker(env: Env) -> int:
-    """How many log lines a worker process wrote."""
-    return env.log.read_text().count("bombom-worker[")
+    """How many deliveries a worker process made: its own `outcome=` lines (the worker's start,
+    stop and error lines do not count)."""
+    return sum(1 for line in env.log.read_text().splitlines()
+               if "bombom-worker[" in line and ": info: " in line and " outcome=" in line)

@@ -3,6 +3,7 @@ runs the real `bombom-deliver` as a subprocess, as an unprivileged user when we 
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import subprocess
@@ -24,6 +25,8 @@ CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 ALICE = "alice@bombom.news"
 BOB = "bob@bombom.news"
+DKIM_DOMAIN = "digest.example.com"  # the publisher the trust tests sign for
+DKIM_SELECTOR = "s2026"
 
 
 @pytest.fixture(scope="session")
@@ -133,8 +136,8 @@ def fresh_schema(url: str) -> None:
         upgrade(conn)
         grant(conn, "delivery", "bombom_deliver")
         grant(conn, "lookup", "bombom_lookup")
-        conn.execute("TRUNCATE attachments, deliveries, articles, newsletters, members "
-                     "RESTART IDENTITY")
+        conn.execute("TRUNCATE attachments, deliveries, subscriptions, articles, newsletters, "
+                     "members RESTART IDENTITY")
         conn.execute("INSERT INTO members (address) VALUES (%s), (%s)", (ALICE, BOB))
 
 
@@ -152,3 +155,26 @@ def corpus_files() -> list[Path]:
         return []
     lines = manifest.read_text(encoding="utf-8").splitlines()[1:]
     return [CORPUS / line.split("\t", 1)[0] for line in lines if line.strip()]
+
+
+# -- sender authentication: a DKIM key of our own, published on the loopback DNS server ----------
+
+@pytest.fixture(scope="session")
+def key(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, str]:
+    """(PEM private key, DNS TXT value) of a fresh 2048-bit RSA key."""
+    d = tmp_path_factory.mktemp("dkim")
+    private = d / "key.pem"
+    subprocess.run(["openssl", "genrsa", "-traditional", "-out", str(private), "2048"],
+                   check=True, capture_output=True)
+    der = subprocess.run(["openssl", "rsa", "-in", str(private), "-pubout", "-outform", "DER"],
+                         check=True, capture_output=True).stdout
+    return private.read_bytes(), f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode()}"
+
+
+@pytest.fixture
+def dns(dns_server: DnsServer, key: tuple[bytes, str], db: psycopg.Connection) -> DnsServer:
+    """The loopback server with our key published for DKIM_DOMAIN, its parent and
+    esp.example.net (a platform)."""
+    for d in (DKIM_DOMAIN, "esp.example.net", "example.com"):
+        dns_server.txt[f"{DKIM_SELECTOR}._domainkey.{d}"] = [key[1]]
+    return dns_server

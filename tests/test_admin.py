@@ -13,7 +13,14 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from bombom_pipe.schema import GRANTS, NEWSLETTER_UPSERT_COLUMNS, grant, migrations, upgrade
+from bombom_pipe.schema import (
+    GRANTS,
+    NEWSLETTER_UPSERT_COLUMNS,
+    SUBSCRIPTION_UPSERT_COLUMNS,
+    grant,
+    migrations,
+    upgrade,
+)
 from bombom_pipe.spool import raw_path
 
 from .conftest import ALICE, EXAMPLES, Env
@@ -24,8 +31,11 @@ DIGEST = (EXAMPLES / "english-digest.eml").read_bytes()
 
 def bombom(env: Env, *args: str, owner_url: str, as_delivery_user: bool = False
            ) -> subprocess.CompletedProcess[str]:
-    """Run `bombom` with the test config; the owner DSN for the admin side."""
-    environ = {**os.environ, "BOMBOM_ADMIN_DATABASE_URL": owner_url, "BOMBOM_LOG": str(env.log)}
+    """Run `bombom` with the test config; the owner DSN for the admin side. `check` is pointed at
+    a Postfix configuration that does not exist, whatever this machine runs: its queue part is
+    UNKNOWN here (tests/test_check_postfix.py runs it against a private Postfix)."""
+    environ = {**os.environ, "BOMBOM_ADMIN_DATABASE_URL": owner_url, "BOMBOM_LOG": str(env.log),
+               "MAIL_CONFIG": "/nonexistent/postfix"}
     argv = [sys.executable, "-m", "bombom_pipe.admin", "--config", str(env.config), *args]
     if as_delivery_user and os.geteuid() == 0:
         python = next(a for a in env.runner if a.endswith("/bin/python"))
@@ -84,6 +94,29 @@ def test_delivery_role_updates_only_the_upserted_newsletter_columns(
         1, False)
 
 
+def test_delivery_role_upserts_only_the_members_links(
+        env: Env, db: psycopg.Connection, pg: LocalPostgres) -> None:
+    """On subscriptions the delivery role may insert and update the links and last_seen_at its
+    upsert sets: not move a row to another member or newsletter, not delete one."""
+    assert env.deliver(DIGEST).returncode == 0
+    assert env.deliver(DIGEST.replace(b"<digest-2026-11-30@", b"<digest-2@")).returncode == 0
+    with psycopg.connect(pg.url(user="bombom_deliver")) as conn:
+        for sql in ("UPDATE subscriptions SET member_id = member_id",
+                    "UPDATE subscriptions SET newsletter_id = newsletter_id",
+                    "UPDATE subscriptions SET first_seen_at = now()",
+                    "DELETE FROM subscriptions", "TRUNCATE subscriptions"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(sql)
+            conn.rollback()
+        updatable = {r[0] for r in conn.execute(
+            """SELECT attname FROM pg_attribute WHERE attrelid = 'subscriptions'::regclass
+               AND attnum > 0 AND NOT attisdropped
+               AND has_column_privilege('bombom_deliver', 'subscriptions', attname, 'UPDATE')""")}
+    assert updatable == set(SUBSCRIPTION_UPSERT_COLUMNS)
+    assert db.execute("SELECT count(*), bool_and(last_seen_at > first_seen_at)"
+                      " FROM subscriptions").fetchone() == (1, True)
+
+
 def _column_updates(conn: psycopg.Connection, role: str) -> set[str]:
     return {r[0] for r in conn.execute(
         """SELECT attname FROM pg_attribute WHERE attrelid = 'newsletters'::regclass
@@ -124,9 +157,10 @@ def test_upgrade_narrows_a_delivery_role_granted_before(pg: LocalPostgres) -> No
             conn.execute(f"DROP DATABASE {name}")
 
 
-def test_lookup_role_reads_members_only(pg: LocalPostgres) -> None:
+def test_lookup_role_reads_members_only(pg: LocalPostgres, db: psycopg.Connection) -> None:
     with psycopg.connect(pg.url(user="bombom_lookup")) as conn:
-        assert conn.execute("SELECT count(*) FROM members").fetchone()[0] >= 0
+        assert conn.execute("SELECT address FROM members ORDER BY 1").fetchall() == [
+            (ALICE,), ("bob@bombom.news",)]
         conn.rollback()
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("SELECT * FROM articles")
@@ -181,8 +215,8 @@ def test_stats_and_check(env: Env, pg: LocalPostgres, db: psycopg.Connection) ->
     assert r.returncode == 0
     assert "stored" in r.stdout and "duplicate" in r.stdout and "spool raw: 1 files" in r.stdout
     r = bombom(env, "check", owner_url=pg.url())
-    assert r.stdout.startswith("BOMBOM ") and r.stdout.count("\n") == 1
-    assert r.returncode in (0, 3), r.stdout  # 3 only when this machine has no Postfix queue
+    assert r.stdout.startswith("BOMBOM UNKNOWN - postqueue unavailable |"), r.stdout
+    assert r.stdout.count("\n") == 1 and r.returncode == 3
     r = bombom(env, "check", owner_url=pg.url().replace(str(pg.sock), "/nonexistent"))
     assert r.returncode == 2 and "database unreachable" in r.stdout
 
@@ -215,7 +249,7 @@ def _victim(workdir: Path, name: str) -> Path:
 def test_check_as_root_leaves_a_fresh_spool_as_it_was(env: Env, pg: LocalPostgres,
                                                       db: psycopg.Connection) -> None:
     r = bombom(env, "check", owner_url=pg.url())
-    assert r.returncode in (0, 3), r.stdout
+    assert r.returncode == 3 and "UNKNOWN - postqueue unavailable |" in r.stdout, r.stdout
     assert list(env.spool.iterdir()) == []
     r = env.deliver(DIGEST)
     assert r.returncode == 0, r
@@ -239,19 +273,20 @@ def test_check_is_critical_when_the_pipe_user_cannot_write(
 @needs_root
 def test_check_as_root_does_not_write_through_the_spool_owners_links(
         env: Env, pg: LocalPostgres, db: psycopg.Connection, workdir: Path) -> None:
-    victim = _victim(workdir, "check-victim-")
+    """The spool's owner makes tmp/ itself a link to a directory only root may write. The probe
+    writes its file into tmp/: it must neither follow the link nor write as root, and it says
+    that tmp/ is wrong. Its file is gone afterwards, so the target's mtime is the witness."""
+    victim = Path(tempfile.mkdtemp(prefix="check-victim-", dir=workdir))
+    os.chmod(victim, 0o755)
+    old = time.time() - 40 * 86400
+    os.utime(victim, (old, old))
+    before = os.stat(victim).st_mtime_ns
     tmp = env.spool / "tmp"
-    tmp.mkdir(mode=0o700)
+    tmp.symlink_to(victim)
     _as_spool_owner(tmp)
-    # the probe's name has our pid in it: plant the link as the process that becomes `bombom`
-    plant = (f'ln -s {victim} {tmp}/.check-$$ && chown -h {DELIVER_USER} {tmp}/.check-$$ '
-             f'&& exec "$@"')
-    environ = {**os.environ, "BOMBOM_ADMIN_DATABASE_URL": pg.url()}
-    r = subprocess.run(["sh", "-c", plant, "sh", sys.executable, "-m", "bombom_pipe.admin",
-                        "--config", str(env.config), "check"],
-                       capture_output=True, text=True, env=environ, timeout=120)
-    assert r.stdout.startswith("BOMBOM "), r
-    assert victim.read_text() == "precious\n"
+    r = bombom(env, "check", owner_url=pg.url())
+    assert r.returncode == 2 and "spool not writable" in r.stdout and "tmp" in r.stdout, r.stdout
+    assert os.stat(victim).st_mtime_ns == before and list(victim.iterdir()) == []
 
 
 @needs_root

@@ -21,6 +21,7 @@ from bombom_pipe import lmtp
 from .builders import DIGEST, Worker, message, misbehaving, with_parser_hooks
 from .conftest import ALICE, BOB, Env, fresh_schema, new_env
 from .sandbox import DELIVER_USER, LocalPostgres, give, wait_for
+from .test_faults import cluster as own_cluster
 
 # -- the conversation alone ----------------------------------------------------------------------
 
@@ -124,13 +125,7 @@ class Client:
         self.s.close()
 
 
-@pytest.fixture(scope="module")
-def cluster(workdir: Path) -> Iterator[LocalPostgres]:
-    c = LocalPostgres(workdir / "pg-lmtp", port=5434)
-    c.start()
-    c.createdb("bombom")
-    yield c
-    c.stop("immediate")
+cluster = own_cluster  # a cluster of this module's own, stopped and started here
 
 
 @pytest.fixture

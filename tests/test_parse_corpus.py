@@ -199,19 +199,21 @@ def test_every_corpus_file(name: str) -> None:
 
 
 def test_corpus_summary(capsys: pytest.CaptureFixture[str]) -> None:
-    """Counts and timing over the whole corpus; the numbers of the parser report."""
+    """Counts and timing over the whole corpus; the numbers of the parser report. Timing is CPU
+    time and only printed (`make bench` measures speed); no message may take 5 CPU seconds, a
+    blow-up rather than a speed figure."""
     times: list[float] = []
     clean = with_fallback = errors = preview = unsub = thumb = 0
     for name in FILES:
         raw = load(name)
-        start = time.perf_counter()
+        start = time.process_time()
         try:
             m = parse_message(raw)
         except ParseError:
             errors += 1
             continue
         finally:
-            times.append(time.perf_counter() - start)
+            times.append(time.process_time() - start)
         with_fallback += bool(m.fallbacks)
         clean += not m.fallbacks
         preview += m.preview is not None
@@ -222,7 +224,8 @@ def test_corpus_summary(capsys: pytest.CaptureFixture[str]) -> None:
     with capsys.disabled():
         print(f"\ncorpus {len(FILES)}: no fallback {clean}, fallback {with_fallback}, "
               f"ParseError {errors}; preview {preview}, unsubscribe {unsub}, thumbnail {thumb}; "
-              f"parse median {statistics.median(times) * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms")
+              f"parse CPU median {statistics.median(times) * 1000:.1f} ms, "
+              f"p95 {p95 * 1000:.1f} ms, max {times[-1] * 1000:.0f} ms")
     assert errors == len(UNUSABLE)
     assert preview >= len(FILES) * 0.8
-    assert p95 < 0.5
+    assert times[-1] < 5.0

@@ -163,7 +163,7 @@ def test_recurring_header_image_is_skipped_from_the_second_issue_on(
     ]
     assert rows[1][2] == ["https://cdn.news.example/top.png?s=2", "https://cdn.news.example/two.jpg"]
     assert rows[1][3:] == ("https://page.stibee.com/p/42", "https://stibee.com/u/9")
-    target_row = db.execute("SELECT unsubscribe_http, unsubscribe_http_target FROM newsletters")
+    target_row = db.execute("SELECT unsubscribe_http, unsubscribe_http_target FROM subscriptions")
     assert target_row.fetchone() == (STIBEE_UNSUB, "https://stibee.com/u/9")
 
 

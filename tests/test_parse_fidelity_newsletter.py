@@ -90,7 +90,7 @@ def test_visible_link_in_a_pre_header_table_is_found() -> None:
     m = parse_message(html_mail(PREHEADER_TABLE + f"<p>{FIRST}</p>"))
     assert m.web_version_url == "https://news.example/web/10"
     assert m.text.startswith("View in browser")
-    assert m.preview == FIRST[:m.preview.__len__()] and m.preview.startswith("이번 주에는")
+    assert m.preview == FIRST  # the whole first paragraph (under the preview's length)
 
 
 def test_preheader_hidden_by_the_style_sheet_stays_hidden() -> None:
@@ -149,6 +149,16 @@ def test_short_preheader_that_the_letter_repeats_is_kept() -> None:
 def test_leading_date_issue_and_reading_time_lines_are_dropped(lines: list[str]) -> None:
     top = "".join(f"<p>{line}</p>" for line in lines)
     m = parse_message(html_mail(top + f"<p>{FIRST}</p>"))
+    assert m.preview == FIRST
+
+
+@pytest.mark.parametrize("top", ["=09", "369", "01 / 03", "★ ★ ★", "—", "=20=20"])
+def test_leading_blocks_without_a_letter_are_not_the_preview(top: str) -> None:
+    """Stray escapes and counters above the letter: HTML5 parsing puts text found in the head
+    ("=09" from a broken QP escape) at the top of the body, as a browser shows it."""
+    m = parse_message(html_mail(f"<p>{FIRST}</p>", head=top))
+    assert m.preview == FIRST
+    m = parse_message(html_mail(f"<div>{top}</div><p>{FIRST}</p>"))
     assert m.preview == FIRST
 
 

@@ -75,6 +75,10 @@ def test_pixel_and_css_url_never_survive_confusing_markup(prefix: str) -> None:
     '<table width="1"><tr><td>{}</td></tr></table>',
     '<table><tr><td><div><table style="display:none"><tr><td><b>{}</b></td></tr></table>'
     '</div></td></tr></table>',
+    '<div style="overflow:hidden;height:1pt;width:1pt">{}</div>',
+    '<div style="opacity:1e-9">{}</div>',
+    '<div style="opacity:.4%">{}</div>',
+    '<style>.preheader{{display:none}}</style><div class="preheader">{}</div>',
 ])
 def test_images_in_hidden_containers_are_not_fetched(container: str) -> None:
     beacons = ('<img src="https://link.news.example.com/img/5f1e2d3c/s.gif" width="100%">'
@@ -82,6 +86,63 @@ def test_images_in_hidden_containers_are_not_fetched(container: str) -> None:
     shown = display("<p>visible text</p>" + container.format(beacons) + CONTENT_IMAGE)
     assert image_sources(shown) == ["https://img.example.com/cover.jpg"]
     assert "visible text" in shown
+
+
+# one rule decides what is hidden, for the text and preview as for the display HTML: inline
+# styles and top-level <style> rules, CSS read as a browser reads it
+HIDDEN = [
+    '<div style="display:none">{}</div>',
+    '<div style="visibility:collapse">{}</div>',
+    '<div style="opacity:1e-9">{}</div>',
+    '<div style="overflow:hidden;height:1pt;width:1pt">{}</div>',
+    '<div style="overflow:clip;max-height:.2mm">{}</div>',
+    '<div style="disp\\6c ay:none">{}</div>',
+    '<div hidden>{}</div>',
+    '<style>.preheader{{display:none}}</style><div class="preheader">{}</div>',
+    '<style>td.pre {{ display : none !important }}</style><table><tr><td class="x pre">{}</td>'
+    '</tr></table>',
+    '<style>#top .pre, .other{{visibility:hidden}}</style><div id="pre" class="pre">{}</div>',
+    '<style>.hide{{display:none !important}}</style><div class="hide" style="display:block">'
+    '{}</div>',
+    '<style>.box{{width:0.01in;height:1px;overflow:hidden}}</style><p class="box">{}</p>',
+]
+SHOWN = [
+    '<div style="max-height:0">{}</div>',  # overflows: a browser draws it
+    '<div style="opacity:0.5">{}</div>',
+    '<div style="width:1px">{}</div>',  # text overflows a tiny box that does not clip
+    '<style>.hide{{display:none}}</style><div class="hide" style="display:block">{}</div>',
+    '<style>@media (max-width:600px){{.m{{display:none}}}}</style><div class="m">{}</div>',
+    '<style>.pre:hover{{display:none}}</style><div class="pre">{}</div>',
+]
+
+
+@pytest.mark.parametrize("container", HIDDEN + SHOWN)
+def test_one_rule_hides_from_text_preview_and_display(container: str) -> None:
+    secret = 'secret words <img src="https://cdn.news.example.com/u/9f9f.png" width="600">'
+    m = parse_message(mail("<p>The letter starts here.</p>" + container.format(secret)
+                           + CONTENT_IMAGE))
+    assert m.display_html is not None and m.text is not None
+    shown = [("secret words" in m.display_html), ("secret words" in m.text),
+             ("9f9f.png" in m.display_html), ("9f9f.png" in m.thumbnail_candidates[0])]
+    assert shown == [container in SHOWN] * 4
+    assert "secret" not in (m.preview or "") if container in HIDDEN else True
+
+
+@pytest.mark.parametrize("size", [
+    'width="1;" height="1;"', 'width="1x" height="300"', 'width="600" height="1e0"',
+    'width=" 1.9px"', 'style="width:1pt;height:1pt"', 'style="height:.2mm"',
+    'style="width:0.01in"', 'style="max-height:1e0px"', 'style="width:2PX"', 'width="0"',
+])
+def test_one_pixel_images_in_every_spelling_are_dropped(size: str) -> None:
+    shown = display(f'<img src="https://cdn.news.example.com/u/1a2b.png" {size}>' + CONTENT_IMAGE)
+    assert image_sources(shown) == ["https://img.example.com/cover.jpg"]
+
+
+@pytest.mark.parametrize("size", ['width="3x" height="3;"', 'style="width:3pt;height:.1in"',
+                                  'style="width:600px;height:30e1px"'])
+def test_small_but_visible_images_are_kept(size: str) -> None:
+    shown = display(f'<img src="https://cdn.news.example.com/u/1a2b.png" {size}>')
+    assert image_sources(shown) == ["https://cdn.news.example.com/u/1a2b.png"]
 
 
 def test_tables_declaring_no_width_keep_their_images() -> None:
@@ -134,6 +195,19 @@ def test_page_covering_css_is_dropped(style: str) -> None:
     assert "Your session expired" in shown
     assert not re.search(r"position|z-index|v(?:w|h|min|max)\b|-\d|-\.|100%|\dem", shown, re.I)
     assert "color:red" in shown
+
+
+@pytest.mark.parametrize("box", [
+    '<div style="width:10000px;height:10000px;color:red">',
+    '<div style="min-height:3000px;color:red;max-width:25in">',
+    '<div style="width:2.1e3px;color:red" height="9999">',
+    '<table width="10000" style="color:red"><tr><td>',
+])
+def test_boxes_larger_than_any_article_lose_their_size(box: str) -> None:
+    shown = display(f"{box}The letter, at its size.</td></tr></table></div>")
+    assert "The letter, at its size." in shown and "color:red" in shown
+    sizes = re.findall(r"(?:width|height)(?::|=\")\s*([\d.e]+)(px|in)?", shown)
+    assert all(float(n) * (96 if unit == "in" else 1) <= 2000 for n, unit in sizes), shown
 
 
 @pytest.mark.parametrize("style", [
@@ -218,4 +292,4 @@ def test_delivered_article_stores_only_safe_html_and_urls(env: Env, db: psycopg.
     assert image_sources(shown) == ["https://img.example.com/cover.jpg"]
     assert "url(" not in shown and "100v" not in shown and "Your session expired" in shown
     assert unsubscribe is None
-    assert db.execute("SELECT unsubscribe_http FROM newsletters").fetchone()[0] is None
+    assert db.execute("SELECT unsubscribe_http FROM subscriptions").fetchone()[0] is None

@@ -12,6 +12,7 @@ attachments) or not http(s)/mailto/tel.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import struct
@@ -19,19 +20,23 @@ import tempfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
-from bombom_pipe.parse import parse_message
+from bombom_pipe.parse import ParseError, parse_message
 from bombom_pipe.parse.images import is_tracking_image
 from bombom_pipe.parse.urls import public_url
 
 from .conftest import corpus_files
 from .test_sanitize import CONFUSING_PREFIXES, CONTENT_IMAGE, mail
 
+COVER = re.search(r'src="([^"]+)"', CONTENT_IMAGE)[1]  # type: ignore[index]
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file(),
+# as root `make deps` installs it (CI): missing there is a failure, not a skip
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file() and os.geteuid() != 0,
                                 reason="Debian's chromium is not installed (make deps installs it)")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -96,6 +101,8 @@ class Render:
     allowed: list[str] = field(default_factory=list)
     blocked: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    text: str = ""  # the article's rendered text
+    size: tuple[int, int] = (0, 0)  # the article's scroll width and height
 
 
 class Browser:
@@ -150,6 +157,10 @@ class Browser:
         self.page.set_viewport_size({"width": WIDTH, "height": HEIGHTS[1]})
         second = self.page.evaluate(INSPECT)
         found = self.current
+        found.text, *size = self.page.evaluate(
+            "() => { const a = document.getElementById('article');"
+            " return [a.innerText, a.scrollWidth, a.scrollHeight]; }")
+        found.size = (size[0], size[1])
         found.problems += first["problems"]
         if first["heights"] != second["heights"]:
             changed = sum(a != b for a, b in zip(first["heights"], second["heights"],
@@ -230,10 +241,55 @@ ATTACKS = {
 @pytest.mark.parametrize("name", list(ATTACKS))
 def test_attacks_render_harmlessly(browser: Browser, name: str) -> None:
     shown = parse_message(mail(ATTACKS[name] + CONTENT_IMAGE)).display_html
+    # the letter itself (its picture) stays, except after a confusing prefix that swallows it in
+    # the browser too (an unclosed attribute, <textarea>, <plaintext>: the raw markup is judged)
+    prefix = name.removeprefix("confusing ")
+    letter = prefix == name or COVER in browser.render(prefix + CONTENT_IMAGE).allowed
+    assert shown or not letter, "no display_html: nothing was rendered"
     found = browser.render(shown or "")
     # an image that was fetched and is not shown, or a beacon-shaped URL, is among the problems
     assert found.problems == []
     assert not any("t.example.com" in url or "evil" in url for url in found.allowed)
+    assert COVER in found.allowed or not letter, found.allowed
+
+
+# each hides words or an image from a reader in a browser, or draws a box larger than any article
+UNSEEN = {
+    "preheader class": '<style>.preheader{display:none}</style><div class="preheader">unseen '
+                       'words <img src="https://cdn.news.example.com/u/pre.png" width="600" '
+                       'height="300"></div>',
+    "width 1;": '<img src="https://cdn.news.example.com/u/a.png" width="1;" height="1;">',
+    "width 1x": '<img src="https://cdn.news.example.com/u/b.png" width="1x" height="300">',
+    "height 1e0": '<img src="https://cdn.news.example.com/u/c.png" width="600" height="1e0">',
+    "1pt": '<img src="https://cdn.news.example.com/u/d.png" style="width:1pt;height:1pt">',
+    ".2mm": '<img src="https://cdn.news.example.com/u/e.png" style="width:.2mm">',
+    "0.01in": '<img src="https://cdn.news.example.com/u/f.png" style="height:0.01in">',
+    "clipped container": '<div style="overflow:hidden;height:1pt;width:1pt">unseen words <img '
+                         'src="https://cdn.news.example.com/u/g.png" width="600" height="300">'
+                         '</div>',
+    "exponent opacity": '<div style="opacity:1e-9">unseen words <img src="https://cdn.news.'
+                        'example.com/u/h.png" width="600" height="300"></div>',
+    "10000-px box": '<div style="width:10000px;height:10000px;background:#eee">a box</div>',
+}
+LARGEST_ARTICLE = 2000  # px, either way (the article is 700 px wide, the letter a few screens)
+
+
+def unseen_problems(found: Render) -> list[str]:
+    problems = list(found.problems)
+    problems += [f"fetched {url}" for url in found.allowed if "/u/" in url]
+    if "unseen words" in found.text:
+        problems.append("hidden words shown")
+    if max(found.size) > LARGEST_ARTICLE:
+        problems.append(f"article of {found.size}")
+    return problems
+
+
+@pytest.mark.parametrize("name", list(UNSEEN))
+def test_what_a_browser_would_not_show_is_not_in_the_display(browser: Browser, name: str
+                                                              ) -> None:
+    assert unseen_problems(browser.render(UNSEEN[name] + CONTENT_IMAGE)), "the check sees it"
+    shown = parse_message(mail(UNSEEN[name] + CONTENT_IMAGE)).display_html
+    assert unseen_problems(browser.render(shown or "")) == []
 
 
 def test_the_check_itself_sees_each_kind_of_harm(browser: Browser) -> None:
@@ -253,6 +309,42 @@ def test_the_check_itself_sees_each_kind_of_harm(browser: Browser) -> None:
         assert browser.render(html).problems, name
 
 
+class _Plain(HTMLParser):
+    """What a page shows, read plainly with the standard library (not by our parser): text
+    outside head, title, style and script, and images not sized to one pixel."""
+
+    UNSHOWN = {"head", "title", "style", "script", "template", "noscript"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.inside: list[str] = []
+        self.shows = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self.UNSHOWN:
+            self.inside.append(tag)
+        a = dict(attrs)
+        if tag == "img" and not any((a.get(k) or "").strip() in ("0", "1", "1px")
+                                    for k in ("width", "height")):
+            self.shows = True
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.inside:
+            del self.inside[self.inside.index(tag):]
+
+    def handle_data(self, data: str) -> None:
+        if data.strip() and not self.inside:
+            self.shows = True
+
+
+def _shows_something(html: str) -> bool:
+    """Visible text or a picture in the raw HTML, read plainly (not by the parser)."""
+    plain = _Plain()
+    plain.feed(html)
+    plain.close()
+    return plain.shows
+
+
 def test_every_corpus_display_html_renders_harmlessly(browser: Browser) -> None:
     files = corpus_files()
     if not files:
@@ -261,10 +353,13 @@ def test_every_corpus_display_html_renders_harmlessly(browser: Browser) -> None:
     failures = []
     for path in files:
         try:
-            shown = parse_message(path.read_bytes()).display_html
-        except Exception:  # noqa: BLE001 - unparsable messages are quarantined, not shown
+            m = parse_message(path.read_bytes())
+        except ParseError:  # unparsable messages are quarantined, not shown
             continue
+        shown = m.display_html
         if not shown:
+            if m.html and _shows_something(m.html):
+                failures.append((path.name, ["an HTML body with content, no display_html"]))
             continue
         found = browser.render(shown)
         rendered += 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -13,10 +14,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from bombom_pipe.deadline import GRACE
 from bombom_pipe.spool import raw_path
 
-from .builders import DIGEST, misbehaving, with_parser_hooks
+from .builders import DIGEST, message, misbehaving, with_parser_hooks
 from .conftest import Env
+from .sandbox import wait_for
 
 DEADLINE = 8
 
@@ -159,3 +162,93 @@ def test_child_output_never_reaches_postfix(env: Env, db: psycopg.Connection,
     assert r.returncode == 75
     assert one_line(r).startswith("4.3.0 tempfail delivery process ended without a verdict")
     assert "noise on stderr" in env.log.read_text()
+
+
+def test_memory_bomb_in_the_parser_is_quarantined(hooked: Env, db: psycopg.Connection) -> None:
+    """The delivering process's address space is capped (RLIMIT_AS): a parser asking for 2 GiB
+    gets MemoryError at once, and the process itself quarantines the message (every retry would
+    do the same), before any CPU budget runs out (bombom-deliver kills nothing)."""
+    raw = misbehaving("memory")
+    r = hooked.deliver(raw)
+    assert r.returncode == 0, r
+    assert one_line(r).startswith("2.0.0 quarantined unparsable: parse budget exceeded")
+    assert "parsing killed" not in hooked.log.read_text()
+    assert deliveries(db) == [("quarantined", "unparsable: parse budget exceeded")]
+    assert raw_path(hooked.spool, hashlib.sha256(raw).hexdigest()).read_bytes() == raw
+
+
+@pytest.mark.parametrize("kind", ["stall", "spin"])
+def test_process_stuck_while_storing_is_stopped_and_deferred(hooked: Env, db: psycopg.Connection,
+                                                             kind: str) -> None:
+    """A process stuck in the store stage is stopped from outside: stall (asleep with SIGALRM
+    blocked, so its own deadline cannot fire) is killed by bombom-deliver GRACE seconds after the
+    deadline; spin (the GIL held) meets the kernel's CPU limit first. Either way 75, nothing
+    stored, the raw bytes kept for the retry, and no process left behind."""
+    raw = f"X-Test-Store: {kind}\r\n".encode() + message(1, f"store-{kind}")
+    t0 = time.monotonic()
+    p = hooked.popen("--recipient", "alice@bombom.news")
+    assert p.stdin is not None and p.stdout is not None
+    p.stdin.write(raw)
+    p.stdin.close()
+    [child] = wait_for("the delivering process", lambda: children(p.pid))  # type: ignore[misc]
+    try:
+        p.wait(DEADLINE + 60)
+        took = time.monotonic() - t0
+        out = p.stdout.read()
+        wait_for("the delivering process to be gone", lambda: not alive(child), 5)
+    finally:
+        if alive(child):
+            os.kill(child, signal.SIGKILL)
+    assert p.returncode == 75, out
+    if kind == "stall":
+        assert out.startswith(b"4.3.0 tempfail deadline reached in stage store"), out
+        assert "delivery process: deadline reached in stage store" in hooked.log.read_text()
+        assert DEADLINE + GRACE - 1 < took < DEADLINE + GRACE + 4, took
+    else:
+        assert out.startswith(b"4.3.0 tempfail delivery process killed by signal %d in stage "
+                              b"store" % signal.SIGXCPU), out
+        assert took < DEADLINE + GRACE, took
+    assert db.execute("SELECT count(*) FROM articles").fetchone()[0] == 0
+    assert raw_path(hooked.spool, hashlib.sha256(raw).hexdigest()).read_bytes() == raw
+    print(f"\nstuck while storing ({kind}): 75 after {took:.1f} s (deadline {DEADLINE} s)")
+
+
+def children(pid: int) -> list[int]:
+    """Live processes (not zombies) whose parent is `pid`."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            data = stat.read_bytes()
+        except OSError:
+            continue
+        state, ppid = data[data.rindex(b")") + 2:].split()[:2]
+        if int(ppid) == pid and state != b"Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        data = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    return data[data.rindex(b")") + 2:].split()[0] != b"Z"
+
+
+def test_delivering_process_dies_with_bombom_deliver(hooked: Env, db: psycopg.Connection) -> None:
+    """bombom-deliver killed outright (Postfix's time limit, an operator): the process it forked
+    to deliver goes with it (PR_SET_PDEATHSIG) instead of delivering behind Postfix's back."""
+    p = hooked.popen("--recipient", "alice@bombom.news")
+    assert p.stdin is not None
+    p.stdin.write(misbehaving("sleep", "orphan"))
+    p.stdin.close()
+    [child] = wait_for("the delivering process", lambda: children(p.pid))  # type: ignore[misc]
+    try:
+        time.sleep(2)  # past confine() and the imports: the child sleeps in the parser
+        p.kill()
+        p.wait(10)
+        wait_for("the delivering process to die with its parent", lambda: not alive(child), 5)
+    finally:
+        if alive(child):
+            os.kill(child, signal.SIGKILL)
+    assert db.execute("SELECT count(*) FROM deliveries").fetchone()[0] == 0

@@ -4,7 +4,6 @@ must not suppress, overwrite or impersonate a publisher."""
 
 from __future__ import annotations
 
-import base64
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from email.message import EmailMessage
@@ -13,32 +12,11 @@ import dkim
 import psycopg
 import pytest
 
-from .conftest import ALICE, BOB, Env
+from .conftest import ALICE, BOB, DKIM_DOMAIN, DKIM_SELECTOR, Env
 from .dns_fixture import DnsServer
 from .test_admin import bombom
 
-DOMAIN = "digest.example.com"
-SELECTOR = "s2026"
-
-
-@pytest.fixture(scope="module")
-def key(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, str]:
-    """(PEM private key, DNS TXT value) of a fresh 2048-bit RSA key."""
-    d = tmp_path_factory.mktemp("dkim")
-    private = d / "key.pem"
-    subprocess.run(["openssl", "genrsa", "-traditional", "-out", str(private), "2048"],
-                   check=True, capture_output=True)
-    der = subprocess.run(["openssl", "rsa", "-in", str(private), "-pubout", "-outform", "DER"],
-                         check=True, capture_output=True).stdout
-    return private.read_bytes(), f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode()}"
-
-
-@pytest.fixture
-def dns(dns_server: DnsServer, key: tuple[bytes, str], db: psycopg.Connection) -> DnsServer:
-    """The loopback server with our key published for DOMAIN and example.net (a platform)."""
-    for d in (DOMAIN, "esp.example.net", "example.com"):
-        dns_server.txt[f"{SELECTOR}._domainkey.{d}"] = [key[1]]
-    return dns_server
+DOMAIN, SELECTOR = DKIM_DOMAIN, DKIM_SELECTOR
 
 
 def mail(subject: str = "Issue 42", *, sender: str = f"news@{DOMAIN}", name: str = "The Digest",
@@ -77,10 +55,14 @@ def stored(r: subprocess.CompletedProcess[bytes], what: str = "stored") -> None:
     assert r.stdout.decode().startswith(f"2.0.0 {what}"), r.stdout
 
 
-def newsletter(db: psycopg.Connection) -> tuple:
+def newsletter(db: psycopg.Connection, member: str = ALICE) -> tuple:
+    """The shared row's name and List-Id, `member`'s own unsubscribe link and one-click flag,
+    and whether the newsletter was ever seen authenticated."""
     return db.execute(
-        "SELECT display_name, list_id, unsubscribe_http, unsubscribe_one_click, "
-        "authenticated_at IS NOT NULL FROM newsletters").fetchone()
+        "SELECT n.display_name, n.list_id, s.unsubscribe_http, s.unsubscribe_one_click,"
+        " n.authenticated_at IS NOT NULL FROM newsletters n LEFT JOIN subscriptions s"
+        " ON s.newsletter_id = n.id AND s.member_id = (SELECT id FROM members WHERE address = %s)",
+        (member,)).fetchone()
 
 
 # -- verdicts -------------------------------------------------------------------------------------
@@ -177,17 +159,87 @@ def test_dmarc_reject_failure_is_quarantined_and_replayable(
     assert article(db, "subject = %s", "Reset your password")[:3] == ("fail", None, "reject")
 
 
-def test_dmarc_reject_failure_with_an_aligned_envelope_sender_is_shown_not_quarantined(
+# -- SPF: DMARC also passes by an envelope sender aligned with From that SPF authorizes ----------
+
+BOUNCES = f"bounces@{DOMAIN}"
+
+
+def spf(dns: DnsServer, record: str = "v=spf1 ip4:192.0.2.0/24 -all", at: str = DOMAIN) -> None:
+    dns.txt[at] = [record]
+
+
+def test_aligned_spf_pass_passes_dmarc_without_a_signature(
         env: Env, db: psycopg.Connection, dns: DnsServer) -> None:
-    """SPF is not evaluated: where it could make DMARC pass, a DKIM failure alone is no reason
-    to hide the message; the member sees it with the verdict `fail`."""
     dns.txt["_dmarc.example.com"] = ["v=DMARC1; p=reject"]
+    spf(dns)
     unsigned = mail(subject="Sent from our own server", mid="own@digest.example.com")
-    stored(env.deliver(unsigned, "--sender", "bounces@mail.example.com"))
-    assert article(db)[:3] == ("fail", None, "reject")
+    stored(env.deliver(unsigned, "--sender", BOUNCES, "--client-address", "192.0.2.7"))
+    verdict, signer, policy, detail, _ = article(db)
+    assert (verdict, signer, policy) == ("pass", None, "reject")
+    assert f"spf=pass smtp.mailfrom={DOMAIN} client=192.0.2.7" in detail
+    assert DOMAIN in dns.queries  # SPF asked the loopback server, like everything else
+    assert newsletter(db) == ("The Digest", f"weekly.{DOMAIN}", f"https://{DOMAIN}/unsub/abc",
+                              True, True)
+    # the same envelope from a client SPF does not authorize: quarantined under p=reject
     r = env.deliver(mail(subject="Forged", mid="forged@evil.example.org"),
-                    "--sender", "x@evil.example.org")
+                    "--sender", BOUNCES, "--client-address", "198.51.100.9", recipient=BOB)
     stored(r, "quarantined")
+    assert b"spf=fail" in r.stdout
+
+
+def test_an_aligned_envelope_sender_alone_is_no_exemption(
+        env: Env, db: psycopg.Connection, dns: DnsServer) -> None:
+    """Before SPF was evaluated, a p=reject failure with an envelope sender aligned with From was
+    shown instead of quarantined: anyone can write that envelope sender."""
+    dns.txt["_dmarc.example.com"] = ["v=DMARC1; p=reject"]
+    stored(env.deliver(mail(), "--sender", "bounces@mail.example.com"), "quarantined")
+    spf(dns, "v=spf1 -all", at="mail.example.com")
+    stored(env.deliver(mail(), "--sender", "bounces@mail.example.com",
+                       "--client-address", "192.0.2.7"), "quarantined")
+    assert db.execute("SELECT count(*) FROM articles").fetchone()[0] == 0
+
+
+def test_spf_alignment_is_relaxed_unless_the_record_says_strict(
+        env: Env, db: psycopg.Connection, dns: DnsServer) -> None:
+    """An ESP's bounce domain under the publisher's organizational domain aligns (relaxed);
+    `aspf=s` wants the From domain itself; an ESP's own bounce domain never aligns."""
+    spf(dns, "v=spf1 include:_spf.esp.example.net -all", at="bounce.example.com")
+    dns.txt["_spf.esp.example.net"] = ["v=spf1 ip4:203.0.113.0/24 ~all"]
+    dns.txt["_dmarc.example.com"] = ["v=DMARC1; p=quarantine"]
+    envelope = ("--sender", "b-123@bounce.example.com", "--client-address", "203.0.113.5")
+    stored(env.deliver(mail(), *envelope))
+    assert article(db)[:3] == ("pass", None, "quarantine")
+    dns.txt["_dmarc.example.com"] = ["v=DMARC1; p=quarantine; aspf=s"]
+    stored(env.deliver(mail(), *envelope, recipient=BOB))
+    verdict, _, _, detail, _ = article(db)
+    assert verdict == "fail" and "smtp.mailfrom=bounce.example.com not aligned" in detail
+    spf(dns, "v=spf1 ip4:203.0.113.0/24 -all", at="esp.example.net")
+    stored(env.deliver(mail(subject="x", mid="x@y"), "--sender", "b@esp.example.net",
+                       "--client-address", "203.0.113.5"))
+    assert article(db)[0] == "fail"
+
+
+def test_replay_evaluates_spf_on_the_recorded_client_address(
+        env: Env, pg, db: psycopg.Connection, dns: DnsServer) -> None:  # noqa: ANN001
+    dns.txt["_dmarc.example.com"] = ["v=DMARC1; p=reject"]
+    spf(dns, "v=spf1 ip4:192.0.2.0/24 -all")
+    stored(env.deliver(mail(), "--sender", BOUNCES, "--client-address", "198.51.100.9"),
+           "quarantined")
+    spf(dns, "v=spf1 ip4:192.0.2.0/24 ip4:198.51.100.0/24 -all")  # the publisher's new server
+    r = bombom(env, "replay", owner_url=pg.url(), as_delivery_user=True)
+    assert "stored 1" in r.stdout, r
+    assert article(db)[:3] == ("pass", None, "reject")
+
+
+def test_spf_dns_timeout_is_temperror_within_the_budget(
+        env: Env, db: psycopg.Connection, dns: DnsServer) -> None:
+    env.write_config(env.config.read_text() + "dns_timeout_seconds = 1\n")
+    dns.txt["_dmarc.example.com"] = ["v=DMARC1; p=reject"]
+    dns.silent.add(DOMAIN)
+    r = env.deliver(mail(), "--sender", BOUNCES, "--client-address", "192.0.2.7")
+    stored(r)  # unknown is not a failure: stored, not quarantined
+    verdict, _, _, detail, _ = article(db)
+    assert verdict == "temperror" and "spf=temperror" in detail, detail
 
 
 def test_control_characters_quoted_from_a_signature_are_stored_printable(
@@ -231,10 +283,12 @@ def test_a_stranger_cannot_rewrite_the_shared_newsletter_row(
     real = ("The Digest", f"weekly.{DOMAIN}", f"https://{DOMAIN}/unsub/abc", True, True)
     assert newsletter(db) == real
     spoof = mail(subject="Issue 43", mid=f"issue-43@{DOMAIN}", name="The Digest (new home)",
-                 unsubscribe="http://169.254.169.254/latest/meta-data/iam/", one_click=False,
+                 unsubscribe="https://evil.example.org/u", one_click=False,
                  list_id="evil.example.org")
     stored(env.deliver(spoof))
+    stored(env.deliver(spoof, recipient=BOB))  # nor the link of a member who has none yet
     assert newsletter(db) == real
+    assert newsletter(db, BOB) == ("The Digest", f"weekly.{DOMAIN}", None, False, True)
     # the spoof's own article keeps what it said, marked unauthenticated for the app
     assert db.execute("SELECT auth_verdict, from_name FROM articles WHERE subject = 'Issue 43'"
                       ).fetchone() == ("none", "The Digest (new home)")
@@ -253,6 +307,60 @@ def test_first_sighting_fills_the_row_until_authenticated_mail_comes(
     stored(env.deliver(sign(mail(subject="Issue 44", mid="44@x"), key)))
     assert newsletter(db) == ("The Digest", f"weekly.{DOMAIN}", f"https://{DOMAIN}/unsub/abc",
                               True, True)
+
+
+def test_a_stranger_cannot_fill_what_the_first_sighting_left_empty(
+        env: Env, db: psycopg.Connection, dns: DnsServer) -> None:
+    """A sender that never signs and sends no List-Id: a later stranger cannot give it one
+    (before, an unsigned spoof set list_id of a real sender's row)."""
+    stored(env.deliver(mail().replace(f"List-Id: Weekly <weekly.{DOMAIN}>\r\n".encode(), b"")))
+    assert newsletter(db)[1] is None
+    stored(env.deliver(mail(subject="Issue 43", mid="43@x", list_id="evil.example.org"),
+                       recipient=BOB))
+    assert newsletter(db)[1] is None
+
+
+def test_each_member_keeps_their_own_unsubscribe_link(
+        env: Env, db: psycopg.Connection, dns: DnsServer, key: tuple[bytes, str]) -> None:
+    """List-Unsubscribe carries a per-recipient token or address: alice's link is never shown to
+    bob (whose "unsubscribe" would unsubscribe alice and disclose her token), nor the reverse."""
+    def personal(who: str, n: int) -> bytes:
+        token = who.split("@")[0]
+        raw = mail(subject=f"Issue {n}", mid=f"issue-{n}-{token}@{DOMAIN}",
+                   unsubscribe=f"https://{DOMAIN}/disable?token={token}-{n}")
+        return sign(raw.replace(
+            f"List-Unsubscribe: <https://{DOMAIN}/disable?token={token}-{n}>".encode(),
+            f"List-Unsubscribe: <https://{DOMAIN}/disable?token={token}-{n}>,"
+            f" <mailto:{token}-{n}@unsub.{DOMAIN}>".encode()), key)
+
+    for n in (1, 2):
+        stored(env.deliver(personal(ALICE, n), recipient=ALICE))
+        stored(env.deliver(personal(BOB, n), recipient=BOB))
+    rows = db.execute(
+        "SELECT m.address, s.unsubscribe_http, s.unsubscribe_mailto, s.unsubscribe_one_click,"
+        " s.first_seen_at < s.last_seen_at FROM subscriptions s JOIN members m"
+        " ON m.id = s.member_id ORDER BY m.address").fetchall()
+    assert rows == [
+        (ALICE, f"https://{DOMAIN}/disable?token=alice-2", f"mailto:alice-2@unsub.{DOMAIN}",
+         True, True),
+        (BOB, f"https://{DOMAIN}/disable?token=bob-2", f"mailto:bob-2@unsub.{DOMAIN}",
+         True, True)]
+    # the shared row holds no member's link
+    assert db.execute("SELECT unsubscribe_http, unsubscribe_mailto, unsubscribe_one_click"
+                      " FROM newsletters").fetchone() == (None, None, False)
+
+
+def test_the_confirmation_link_is_the_members_own(
+        env: Env, db: psycopg.Connection, dns: DnsServer) -> None:
+    confirm = mail(subject="Please confirm your subscription", mid="c1@x",
+                   body=f'<p>Confirm your subscription:</p><a href="https://{DOMAIN}/confirm?'
+                        f't=alice-secret">Yes, subscribe me</a>')
+    stored(env.deliver(confirm))
+    stored(env.deliver(mail(), recipient=BOB))
+    rows = db.execute(
+        "SELECT m.address, s.confirmation_url FROM subscriptions s JOIN members m"
+        " ON m.id = s.member_id ORDER BY m.address").fetchall()
+    assert rows == [(ALICE, f"https://{DOMAIN}/confirm?t=alice-secret"), (BOB, None)]
 
 
 def photo_issue(n: int, photo: str) -> bytes:
@@ -406,3 +514,55 @@ def test_migration_rewrites_keys_and_hashes_content_like_the_code(pg) -> None:  
                        content_sha256(msgs[0]), None)
     assert rows[1] == (f"from:{msgs[1].from_address} sha256:1", content_sha256(msgs[1]), None)
     assert rows[2][1] == content_sha256(msgs[2])
+
+
+# -- migration 008 --------------------------------------------------------------------------------
+
+def test_migration_008_gives_each_member_their_own_link_and_clears_the_shared_one(
+        pg) -> None:  # noqa: ANN001
+    from bombom_pipe.schema import migrations, upgrade
+
+    pg.createdb("bombom_migration_008")
+    url = pg.url("bombom_migration_008")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+        conn.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY, "
+                     "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
+        for version, name, sql in migrations():
+            if version < 8:
+                conn.execute(sql)
+                conn.execute("INSERT INTO schema_migrations VALUES (%s, %s)", (version, name))
+        conn.execute("DROP ROLE IF EXISTS deliver_007")
+        conn.execute("CREATE ROLE deliver_007")  # the delivery role as init-db granted it before
+        conn.execute("GRANT SELECT, INSERT ON articles TO deliver_007")
+        conn.execute("GRANT SELECT, INSERT, UPDATE (display_name, list_id, sender_header, "
+                     "unsubscribe_http, unsubscribe_mailto, unsubscribe_one_click, last_seen_at, "
+                     "unsubscribe_http_target, authenticated_at) ON newsletters TO deliver_007")
+        conn.execute("INSERT INTO members (address) VALUES (%s), (%s)", (ALICE, BOB))
+        conn.execute("INSERT INTO newsletters (sender_address, unsubscribe_http, "
+                     "unsubscribe_one_click, authenticated_at) VALUES (%s, %s, true, now())",
+                     (f"news@{DOMAIN}", "https://x/disable?token=alice-2"))
+        for member, verdict, link in [(1, "pass", "alice-1"), (1, "pass", "alice-2"),
+                                      (2, "pass", "bob-1"), (2, "none", "evil")]:
+            conn.execute(
+                "INSERT INTO articles (member_id, newsletter_id, dedup_key, raw_sha256, raw_path,"
+                " unsubscribe_http, unsubscribe_one_click, auth_verdict) VALUES (%s, 1, %s, %s,"
+                " 'x', %s, %s, %s)", (member, link, link, f"https://x/disable?token={link}",
+                                      link != "evil", verdict))
+        assert "008_subscriptions" in upgrade(conn)
+        rows = conn.execute("SELECT member_id, unsubscribe_http, unsubscribe_one_click FROM "
+                            "subscriptions ORDER BY member_id").fetchall()
+        shared = conn.execute("SELECT unsubscribe_http, unsubscribe_one_click FROM newsletters"
+                              ).fetchone()
+        grants = conn.execute(
+            "SELECT has_table_privilege('deliver_007', 'subscriptions', 'INSERT'),"
+            " has_column_privilege('deliver_007', 'subscriptions', 'unsubscribe_http', 'UPDATE'),"
+            " has_column_privilege('deliver_007', 'subscriptions', 'member_id', 'UPDATE'),"
+            " has_column_privilege('deliver_007', 'newsletters', 'unsubscribe_http', 'UPDATE'),"
+            " has_column_privilege('deliver_007', 'newsletters', 'list_id', 'UPDATE')").fetchone()
+        conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+        conn.execute("DROP ROLE deliver_007")
+    assert rows == [(1, "https://x/disable?token=alice-2", True),
+                    (2, "https://x/disable?token=bob-1", True)]  # not the unauthenticated one
+    assert shared == (None, False)
+    assert grants == (True, True, False, False, True)

@@ -86,7 +86,14 @@ def test_worker_failing_mid_burst_loses_and_duplicates_nothing(
     env.extra_env = {"BOMBOM_DEADLINE_SECONDS": "10"}
     sig = getattr(signal, fault)
     t0 = time.monotonic()
-    codes = burst(env, n, lambda: os.killpg(worker.proc.pid, sig), n // 4, fault)
+    before_fault = []
+
+    def hit() -> None:
+        before_fault.append(by_worker(env))  # the worker was delivering when it was hit
+        os.killpg(worker.proc.pid, sig)
+
+    codes = burst(env, n, hit, n // 4, fault)
+    assert before_fault[0] > 0, "no delivery by the worker before the fault"
     took = time.monotonic() - t0
     # 75 only where the stopped worker still held the row lock of the very message the cold path
     # then tried (its transaction was open): Postfix retries those later
@@ -193,3 +200,56 @@ def wait_for_path(path: Path) -> None:
     while not path.exists():
         assert time.monotonic() < end, f"{path} never appeared"
         time.sleep(0.05)
+
+
+def test_sigterm_finishes_what_runs_then_exits(env: Env, db: psycopg.Connection,
+                                               workdir: Path) -> None:
+    """SIGTERM (systemd's stop, a restart): the job being delivered is finished by the worker,
+    then it exits and removes its socket; bombom-deliver goes cold after that."""
+    with_parser_hooks(env, workdir, deadline=20)
+    sock = with_worker_socket(env)
+    w = Worker(env, "--processes", "1").start()
+    w.wait_ready()
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(env.deliver, misbehaving("pause", "term"))
+        end = time.monotonic() + 10
+        while "X-Test" not in "".join(open_jobs(env)) and time.monotonic() < end:
+            time.sleep(0.05)  # until the worker holds the job (the raw file is spooled)
+        time.sleep(0.5)
+        os.kill(w.proc.pid, signal.SIGTERM)
+        r = slow.result()
+    assert r.returncode == 0 and r.stdout.startswith(b"2.0.0 stored"), r
+    assert by_worker(env) == 1  # delivered by the worker, after the SIGTERM
+    assert w.proc.wait(15) == 0 and not sock.exists()
+    assert "worker stopped" in env.log.read_text()
+    assert env.deliver(message(1, "after")).returncode == 0 and by_worker(env) == 1
+
+
+def open_jobs(env: Env) -> list[str]:
+    """The raw messages spooled so far (their first line)."""
+    return [p.read_text(errors="replace").split("\n", 1)[0]
+            for p in env.spool.glob("raw/*/*.eml")]
+
+
+def test_a_busy_worker_hands_over_to_the_cold_path(env: Env, db: psycopg.Connection,
+                                                   workdir: Path) -> None:
+    """Its only process busy for longer than bombom-deliver waits (a second): the message is
+    delivered by the cold path at once, not queued behind the slow one."""
+    with_parser_hooks(env, workdir, deadline=20)
+    with_worker_socket(env)
+    w = Worker(env, "--processes", "1").start()
+    try:
+        w.wait_ready()
+        with ThreadPoolExecutor(1) as pool:
+            slow = pool.submit(env.deliver, misbehaving("pause", "busy"))
+            time.sleep(0.5)
+            t0 = time.monotonic()
+            r = env.deliver(message(2, "beside"))
+            took = time.monotonic() - t0
+            assert slow.result().returncode == 0
+    finally:
+        w.stop()
+    assert r.returncode == 0 and r.stdout.startswith(b"2.0.0 stored"), r
+    assert "busy; delivering without it" in env.log.read_text()
+    assert by_worker(env) == 1  # only the slow one; the other went cold
+    print(f"\nbusy worker: the cold path delivered in {took:.1f} s")

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 #: quarantined deliveries that no later delivery of the same bytes to the same recipient resolved
 UNRESOLVED = """
     SELECT q.id, q.finished_at, q.recipient, q.raw_sha256, q.detail, q.envelope_sender,
-           q.queue_id
+           q.queue_id, q.client_address
     FROM deliveries q
     WHERE q.outcome = 'quarantined'
       AND NOT EXISTS (SELECT 1 FROM deliveries l  -- stored, duplicate or quarantined again later
@@ -29,7 +29,7 @@ UNRESOLVED = """
 #: the latest delivery of each message and recipient that kept a raw file
 DELIVERED = """
     SELECT DISTINCT ON (q.raw_sha256, q.recipient) q.id, q.finished_at, q.recipient,
-           q.raw_sha256, q.detail, q.envelope_sender, q.queue_id
+           q.raw_sha256, q.detail, q.envelope_sender, q.queue_id, q.client_address
     FROM deliveries q WHERE q.outcome IN ('stored', 'duplicate', 'quarantined')
 """
 
@@ -44,6 +44,7 @@ class Kept(NamedTuple):
     detail: str | None
     envelope_sender: str | None
     queue_id: str | None
+    client_address: str | None = None  # with the envelope sender, what SPF is evaluated on
 
 
 def unresolved(conn: psycopg.Connection) -> list[Kept]:
@@ -95,7 +96,8 @@ def replay(settings: Settings, kept: Kept, log: Log) -> Outcome | None:
     job = protocol.Job.make(
         kept.raw_sha256, path.stat().st_size, "replay", time.time(),
         time.time() + settings.deadline_seconds, [(kept.recipient, None)],
-        sender=kept.envelope_sender, queue_id=f"replay:{kept.queue_id or '-'}")
+        sender=kept.envelope_sender, client_address=kept.client_address,
+        queue_id=f"replay:{kept.queue_id or '-'}")
     outcome, _ = supervisor.cold(settings, job, log, ident="bombom-replay")
     return outcome
 

@@ -8,7 +8,8 @@ unusable input (empty, no mail header at all) raises ``ParseError``.
 
 Modules: ``charsets`` (labels and decoding), ``headers`` (RFC 2047/2231, addresses, dates),
 ``mime`` (part tree, transfer encodings, limits), ``bodies`` (main body choice),
-``attachments`` (files and inline parts), ``html`` (one bs4 walk), ``newsletter`` (preview,
+``attachments`` (files and inline parts), ``html`` (one Lexbor tree, one walk), ``visibility``
+(what is drawn, for text and display alike), ``newsletter`` (preview,
 unsubscribe, thumbnail, confirmation, reading time), ``sanitize`` (display HTML via nh3), ``urls``
 (every URL we store or show: WHATWG parsing with ada-url, public hosts only),
 ``message`` (assembly). Third-party libraries are imported lazily inside the functions that

@@ -114,7 +114,13 @@ def clean_text(text: str) -> str:
     """Drop NUL and replace lone surrogates so PostgreSQL accepts the string."""
     if "\x00" in text:
         text = text.replace("\x00", "")
-    return _SURROGATE_RE.sub("\ufffd", text)
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")  # in C: only a lone surrogate fails
+    except UnicodeEncodeError:
+        return _SURROGATE_RE.sub("\ufffd", text)
+    return text
 
 
 @dataclass(frozen=True, slots=True)

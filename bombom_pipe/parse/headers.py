@@ -67,6 +67,8 @@ class Headers:
 
 def unfold(value: str) -> str:
     """Remove header folding and stray line breaks."""
+    if "\n" not in value and "\r" not in value:
+        return value.strip()  # most values: nothing to unfold
     return _NEWLINES.sub(" ", _FOLD.sub("", value)).strip()
 
 
@@ -181,6 +183,8 @@ def _join_rfc2231(sections: dict[int, tuple[bool, str]], hint: str | None) -> st
 
 
 def _split_semicolons(value: str) -> list[str]:
+    if '"' not in value:
+        return value.split(";")  # nothing quoted: every ";" separates
     parts: list[str] = []
     current: list[str] = []
     quoted = escaped = False

@@ -1,29 +1,38 @@
-"""Read an HTML body once with BeautifulSoup (html.parser): visible text, links, images.
+"""Read an HTML body once into one Lexbor tree: visible text, links, images, and what is hidden.
 
-The walk is iterative (no recursion on deep markup) and skips non-rendered content: scripts,
-styles, the head, and hidden elements (``display:none``, ``max-height:0``, ``opacity:0``,
-``mso-hide:all``, classes a ``<style>`` sheet hides). Hidden text near the top, and the text
-of preheader-named elements, is kept aside as preheader candidates. bs4 is imported lazily.
+Lexbor (through selectolax) is a C parser that follows the HTML5 parsing algorithm, as browsers
+and nh3 (html5ever) do, so the text, the preview and the display HTML (``sanitize``) all come
+from the tree a browser would build. The walk is iterative (no recursion on deep markup) and
+skips non-rendered content: scripts, styles, the head, and what ``visibility`` says is not
+drawn; those hidden elements and the images no one sees are kept aside for the display HTML.
+Hidden text near the top, and the text of preheader-named elements, is kept aside as preheader
+candidates.
 
 Every step is linear in the input: a bounded prefix is parsed (MAX_HTML_CHARS, MAX_MARKUP),
-after ``defuse`` has escaped what html.parser would rescan, and no pattern backtracks over a
-long run (tests/test_parse_adversarial.py).
+nesting is capped before the parser (RAW_DEPTH: an HTML5 tree builder searches the stack of
+open elements for some tags), and no pattern backtracks over a long run
+(tests/test_parse_adversarial.py).
 """
 
 from __future__ import annotations
 
-import functools
 import itertools
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import visibility
+from .images import is_tracking_image
+
 MAX_HTML_CHARS = 3_000_000  # larger bodies are analysed on this prefix only
-# "<" and "&" parsed (each is a parser event; a bs4 element costs ~1 KB); corpus maximum ~8000
+# "<" and "&" parsed (each may be a node the walk visits in Python); corpus maximum ~8000
 MAX_MARKUP = 50_000
 MAX_OPEN_LINKS = 8  # nested <a> elements whose text is collected (HTML allows none)
 MAX_LINK_TEXT = 2000  # characters of link text collected per <a>
 PREHEADER_WINDOW = 400  # visible characters before which hidden text counts as a preheader
+MAX_DEPTH = 200  # deeper markup is flattened to its text in the display HTML
+RAW_DEPTH = 256  # cap on the raw markup's nesting, before the tree is built
+MAX_STYLE_ELEMENTS = 50
 
 _SKIP = frozenset({"script", "style", "head", "title", "noscript", "template", "xml", "meta",
                    "link", "object", "embed", "applet", "iframe", "svg", "math", "button",
@@ -33,25 +42,16 @@ _BLOCK = frozenset({"p", "div", "br", "tr", "td", "th", "li", "ul", "ol", "h1", 
                     "section", "article", "header", "footer", "nav", "aside", "hr", "center",
                     "pre", "dl", "dt", "dd", "figure", "figcaption", "main", "address", "form",
                     "caption", "body", "html"})
-_HIDDEN_STYLE = re.compile(
-    r"display:none|visibility:hidden|mso-hide:all|max-height:0(?![.\d]*[1-9])"
-    r"|opacity:0(?:\.0+)?(?![.\d])"
-)
-_ZERO_HEIGHT = frozenset({"height:0", "height:0px", "max-height:0", "max-height:0px"})
 _PREHEADER_CLASS = re.compile(r"pre-?header|preview-?text|mcnpreviewtext|preview_text|preheader",
                               re.IGNORECASE)
 # zero-width and padding characters newsletters use to pad preheaders
 _INVISIBLE = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f"
                         "\u202a-\u202e\u2060-\u2064\u206a-\u206f\u3164\ufeff\uffa0]")
 _SPACES = re.compile(r"\s+")
-_STYLE_OPEN = re.compile(r"<style\b", re.IGNORECASE)
-_STYLE_CLOSE = re.compile(r"</style", re.IGNORECASE)
-_DIMENSION = re.compile(r"^\s*(\d{1,6})(?:\.\d+)?\s*(?:px)?\s*$", re.IGNORECASE)
 
 
 CHUNK = 1 << 16
 _NOT_SPACE = re.compile(r"\S")
-_DELETE_SPACES = dict.fromkeys(i for i in range(0x3001) if chr(i).isspace())  # what \s matches
 
 
 def collapse(text: str) -> str:
@@ -69,51 +69,6 @@ def collapse(text: str) -> str:
         pieces.append(_SPACES.sub(" ", text[start:end]))
         start = end
     return "".join(pieces).strip()
-
-
-def style_of(tag: Any) -> str:
-    """The tag's inline style, lower-case without whitespace."""
-    style = tag.get("style") if hasattr(tag, "get") else None
-    if isinstance(style, list):
-        style = " ".join(style)
-    return style.translate(_DELETE_SPACES).lower() if isinstance(style, str) else ""
-
-
-def is_hidden(tag: Any) -> bool:
-    """True when inline style or attributes make the element invisible."""
-    if tag.has_attr("hidden"):
-        return True
-    return hides(style_of(tag))
-
-
-def hides(style: str) -> bool:
-    """True when declarations (lower case, no whitespace) make an element invisible."""
-    if not style:
-        return False
-    if _HIDDEN_STYLE.search(style):
-        return True
-    # a zero height that clips its content: one pass over the declarations, not a regex
-    # with two unbounded ``.*`` (quadratic on a long style)
-    return "overflow:hidden" in style and not _ZERO_HEIGHT.isdisjoint(style.split(";"))
-
-
-def classes_of(tag: Any) -> str:
-    """Class and id attribute text of a tag, for name-based heuristics."""
-    cls = tag.get("class") or ""
-    if isinstance(cls, list):
-        cls = " ".join(cls)
-    ident = tag.get("id") or ""
-    return f"{cls} {ident if isinstance(ident, str) else ''}".strip()
-
-
-def dimension(tag: Any, name: str) -> int | None:
-    """Declared width/height in pixels from the attribute or the inline style."""
-    value = tag.get(name)
-    if isinstance(value, str) and (match := _DIMENSION.match(value)):
-        return int(match.group(1))
-    style = style_of(tag)
-    match = re.search(rf"(?:^|;){name}:(\d{{1,6}})(?:\.\d+)?(?:px)?(?:;|$|!)", style)
-    return int(match.group(1)) if match else None
 
 
 @dataclass(slots=True)
@@ -144,14 +99,18 @@ class Image:
 class HtmlDoc:
     """What the app and the heuristics need from one HTML body."""
 
-    soup: Any
+    tree: Any  # selectolax LexborHTMLParser
     blocks: list[str] = field(default_factory=list)
     hidden: list[tuple[int, str]] = field(default_factory=list)  # (position, text) near the top
     links: list[Link] = field(default_factory=list)
     images: list[Image] = field(default_factory=list)
     og_image: str | None = None
     truncated: bool = False
-    hidden_names: frozenset[str] = frozenset()  # classes and ids the <style> sheets hide
+    # for the display HTML: hidden elements and unseen images to drop, elements past
+    # MAX_DEPTH to flatten, and the image sources that are seen
+    dropped: list[Any] = field(default_factory=list)
+    deep: list[Any] = field(default_factory=list)
+    shown_images: set[str] = field(default_factory=set)
 
     @property
     def text(self) -> str:
@@ -160,31 +119,16 @@ class HtmlDoc:
 
 def load(html: str) -> HtmlDoc:
     """Parse and walk an HTML body (a prefix: MAX_HTML_CHARS, MAX_MARKUP)."""
+    from selectolax.lexbor import LexborHTMLParser
+
     prefix = analysed_prefix(html)
-    soup = _soup_class()(defuse(prefix), "html.parser")
-    doc = HtmlDoc(soup=soup, truncated=len(prefix) < len(html))
-    doc.hidden_names = sheet_hidden(_style_text(html[:MAX_HTML_CHARS])[:200_000])
-    _walk(doc)
-    doc.og_image = _meta_image(soup)
+    tree = LexborHTMLParser(cap_depth(prefix))
+    doc = HtmlDoc(tree=tree, truncated=len(prefix) < len(html))
+    styles = tree.css("style")[:MAX_STYLE_ELEMENTS]
+    sheet = visibility.sheet(" ".join(node.text() for node in styles))
+    _walk(doc, sheet)
+    doc.og_image = _meta_image(tree)
     return doc
-
-
-@functools.cache
-def _soup_class() -> type:
-    from bs4 import BeautifulSoup
-
-    class Soup(BeautifulSoup):
-        """BeautifulSoup without its linkage fix-up after each string.
-
-        The fix-up walks from the string's parent to the root (O(depth) per string: quadratic
-        on deep markup) looking for a next sibling; html.parser builds the tree in document
-        order, where no open element has one yet, so the walk never changes anything.
-        """
-
-        def _linkage_fixer(self, el: Any) -> None:
-            return None
-
-    return Soup
 
 
 _MARKUP = re.compile(r"[<&]")
@@ -199,123 +143,89 @@ def analysed_prefix(html: str) -> str:
     return html
 
 
-# html.parser (CPython before 3.12.11/3.13.4) searches the rest of the document for the end of
-# every unterminated comment, tag or marked section, and for a ";" after every "&#" that starts
-# no character reference: quadratic on hostile input. Those constructs can only be text, so
-# they are escaped first; cutoffs are found once, on the reversed string.
-_BARE_CHARREF = re.compile(r"&#(?![0-9]|[xX][0-9a-fA-F])")
-_RISKY = re.compile(r"<!--|<!\[([a-zA-Z][-_.a-zA-Z0-9]*)")
-_COMMENT_END = re.compile(r">\s*--")  # reversed "--\s*>"
-_MS_END = re.compile(r">\s*\]")  # reversed "]\s*>"
-_SECTION_END = re.compile(r">\s*\]\s*\]")  # reversed "]\s*]\s*>"
-_UNKNOWN_SECTION = re.compile(
-    r"<!\[(?!(?:temp|cdata|ignore|include|rcdata|if|else|endif)(?![-_.a-zA-Z0-9]))",
-    re.IGNORECASE,
-)
-_MS_SECTIONS = frozenset({"if", "else", "endif"})
-_SECTIONS = frozenset({"temp", "cdata", "ignore", "include", "rcdata"})
+_RAW_TAG = re.compile(r"<(/?[a-zA-Z][a-zA-Z0-9]*)")
+_RAW_VOID = frozenset({"img", "br", "hr", "col", "wbr", "meta", "link", "input", "area", "base",
+                       "embed", "param", "source", "track", "keygen", "image"})
+_RAW_SCOPE = frozenset({"table", "td", "th", "caption", "html", "template", "object", "applet",
+                        "marquee", "svg", "math"})
+_RAW_SELF_CLOSING = frozenset({"p", "li", "td", "th", "tr", "dt", "dd", "option"})
 
 
-def defuse(html: str) -> str:
-    """Escape what html.parser would rescan to the end: the result parses in linear time.
-
-    Also, ``<![`` that opens no known marked section becomes a bogus comment (as in browsers)
-    instead of making html.parser raise (bs4 would reject the whole document).
-    """
-    html = _UNKNOWN_SECTION.sub("<! [", _BARE_CHARREF.sub("&amp;#", html))
-    last_gt = html.rfind(">") + 1
-    backwards = html[::-1]
-
-    def after(pattern: re.Pattern[str]) -> int:
-        match = pattern.search(backwards)
-        return len(html) - match.start() if match else 0
-
-    comment, ms_section, section = after(_COMMENT_END), after(_MS_END), after(_SECTION_END)
-    low = min(comment, ms_section, section, last_gt)
-
-    def escape(match: re.Match[str]) -> str:
-        start = low + match.start()
-        name = (match.group(1) or "").lower()
-        if match.group(0) == "<!--":
-            done = start >= comment
-        elif name in _MS_SECTIONS:
-            done = start >= ms_section
-        else:
-            done = name in _SECTIONS and start >= section
-        return "&lt;" + match.group(0)[1:] if done else match.group(0)
-
-    middle = _RISKY.sub(escape, html[low:last_gt])
-    return html[:low] + middle + html[last_gt:].replace("<", "&lt;")
-
-
-def _style_text(html: str) -> str:
-    """The contents of the ``<style>`` elements (a linear scan of the source, no tree walk)."""
+def cap_depth(html: str) -> str:
+    """Drop start tags nested deeper than RAW_DEPTH, by a linear over-estimate of the tree
+    builder's depth (an HTML5 tree builder is quadratic on very deep trees: it searches the
+    stack of open elements). Only for speed: every decision is taken on the parsed tree."""
+    if html.count("<") <= RAW_DEPTH:
+        return html
+    stack: list[str] = []
+    if not any(_nest(stack, name.lower()) and len(stack) > RAW_DEPTH
+               for name in _RAW_TAG.findall(html)):
+        return html  # the usual case, found without match objects
+    stack.clear()
     out: list[str] = []
-    pos = 0
-    while (start := _STYLE_OPEN.search(html, pos)) and len(out) < 50:
-        body = html.find(">", start.end())
-        end = _STYLE_CLOSE.search(html, body) if body >= 0 else None
-        if end is None:
-            break
-        out.append(html[body + 1 : end.start()])
-        pos = end.end()
-    return " ".join(out)
+    position = 0
+    for match in _RAW_TAG.finditer(html):
+        if _nest(stack, match.group(1).lower()) and len(stack) > RAW_DEPTH:
+            stack.pop()
+            out.append(html[position:match.start()])
+            position = html.find(">", match.end()) + 1 or len(html)
+    if not out:
+        return html
+    out.append(html[position:])
+    return "".join(out)
 
 
-def sheet_hidden(css: str) -> frozenset[str]:
-    """Class and id names that a style sheet's top-level rules hide (``.preheader{display:none}``).
-
-    Rules inside ``@media`` and other blocks hide only on some screens and are ignored."""
-    names: set[str] = set()
-    depth = 0
-    start = 0  # where the current top-level selector (or block) begins
-    open_at = 0
-    for match in re.finditer(r"[{}]", css):
-        if match.group() == "{":
-            if depth == 0:
-                open_at = match.start()
-            depth += 1
-            continue
-        if depth == 0:
-            continue
-        depth -= 1
-        if depth:
-            continue
-        selectors, body = css[start:open_at], css[open_at + 1 : match.start()]
-        start = match.end()
-        if "{" in body or not hides(body.translate(_DELETE_SPACES).lower()):
-            continue
-        for selector in selectors.split(","):
-            parts = selector.split()
-            names.update(n.lower() for n in re.findall(r"[.#]([\w-]+)", parts[-1] if parts else ""))
-    return frozenset(names)
+def _nest(stack: list[str], name: str) -> bool:
+    """Apply one tag (``div``, ``/div``) to the estimated stack; True when it was pushed."""
+    if name[0] == "/":
+        name = name[1:]
+        if stack and stack[-1] == name:
+            stack.pop()
+            return False
+        for i in range(len(stack) - 1, -1, -1):
+            if stack[i] == name:
+                del stack[i:]
+                break
+            if stack[i] in _RAW_SCOPE:
+                break
+        return False
+    if name in _RAW_VOID:
+        return False
+    if name in _RAW_SELF_CLOSING and name in stack[-8:]:
+        del stack[len(stack) - 1 - stack[::-1].index(name):]
+    stack.append(name)
+    return True
 
 
-def _sheet_hides(tag: Any, names: frozenset[str]) -> bool:
-    return bool(names) and any(n in names for n in classes_of(tag).lower().split())
-
-
-def _meta_image(soup: Any) -> str | None:
+def _meta_image(tree: Any) -> str | None:
+    metas = [node.attributes for node in tree.css("meta[content]")[:200]]
     for key, value in (("property", "og:image"), ("name", "og:image"),
                        ("property", "og:image:url"), ("name", "twitter:image")):
-        tag = soup.find("meta", attrs={key: value})
-        content = tag.get("content") if tag is not None else None
-        if isinstance(content, str) and content.strip().lower().startswith(("http://", "https://")):
-            return content.strip()
+        for attributes in metas:
+            if (attributes.get(key) or "").lower() != value:
+                continue
+            content = (attributes.get("content") or "").strip()
+            if content.lower().startswith(("http://", "https://")):
+                return content
     return None
 
 
-def _walk(doc: HtmlDoc) -> None:
-    from bs4 import NavigableString, Tag
-
+def _walk(doc: HtmlDoc, sheet: visibility.Sheet) -> None:
+    """One pass in document order: text blocks, links, images, hidden text near the top, and
+    what the display HTML drops."""
     line: list[str] = []
     position = 0
     waiting: list[tuple[Link, int]] = []  # links closed in this line, by line parts before them
     anchors: list[_Anchor] = []  # the open <a> elements, innermost last
-    stack: list[tuple[Any, Any]] = [(iter(doc.soup.contents), None)]
+    # the open elements: (element, its tag, whether its parent is in a tiny box, opened an anchor)
+    stack: list[tuple[Any, str, bool, bool]] = []
+    in_tiny = False
+    seen: dict[tuple, visibility.Box] = {}
 
     def flush() -> None:
         nonlocal position
+        if not line and not waiting:
+            return  # nested blocks end together: most flushes find nothing
         text = collapse("".join(line))
         for link, at in waiting:
             link.after = _head(line, at)
@@ -325,52 +235,110 @@ def _walk(doc: HtmlDoc) -> None:
             doc.blocks.append(text)
             position += len(text) + 1
 
-    while stack:
-        node = next(stack[-1][0], None)
+    node = doc.tree.root
+    while True:
         if node is None:
-            closing = stack.pop()[1]
-            if closing is None:
-                continue
-            if closing.name == "a" and anchors and anchors[-1].tag is closing:
+            if not stack:
+                break
+            element, tag, in_tiny, anchored = stack.pop()
+            if anchored:
                 anchor = anchors.pop()
-                href = closing.get("href")
-                if isinstance(href, str) and href.strip():
+                href = anchor.href
+                if href:
                     text = collapse(" ".join(anchor.parts))
-                    doc.links.append(Link(href.strip(), text, anchor.before, anchor.position))
+                    doc.links.append(Link(href, text, anchor.before, anchor.position))
                     waiting.append((doc.links[-1], len(line)))
-            if closing.name in _BLOCK:
+            if tag in _BLOCK:
                 flush()
+            node = element.next
             continue
-        if type(node) is NavigableString:
-            line.append(str(node))
-            for anchor in anchors:
-                anchor.add(str(node))
+        tag = node.tag
+        if tag == "-text":
+            text = node.text_content
+            if text:
+                line.append(text)
+                for anchor in anchors:
+                    anchor.add(text)
+            node = node.next
             continue
-        if not isinstance(node, Tag) or node.name in _SKIP:
+        if tag[0] in "-_!#" or tag in _SKIP:
+            node = node.next
             continue
-        hidden = is_hidden(node) or _sheet_hides(node, doc.hidden_names)
-        if hidden or _PREHEADER_CLASS.search(classes_of(node)):
-            if position < PREHEADER_WINDOW and (text := collapse(node.get_text(" ")[:4000])):
+        attributes = node.attributes
+        judged = visibility.box(tag, attributes, sheet, seen) if attributes else visibility.DRAWN
+        if tag == "img":
+            _image(doc, node, attributes, judged, in_tiny, position, anchors)
+            node = node.next
+            continue
+        hidden = judged.hidden
+        if hidden or ("class" in attributes or "id" in attributes) and _PREHEADER_CLASS.search(
+                _names(attributes)):
+            if position < PREHEADER_WINDOW and (
+                    text := collapse(node.text(deep=True, separator=" ")[:4000])):
                 doc.hidden.append((position, text))
-            if hidden:
-                continue  # a preheader-named table that is not hidden is read as visible
-        if node.name == "img":
-            _image(doc, node, position, anchors)
-            continue
-        if node.name in _BLOCK:
+            if hidden:  # a preheader-named table that is not hidden is read as visible
+                doc.dropped.append(node)
+                node = node.next
+                continue
+        if tag in _BLOCK:
             flush()
-        if node.name == "a" and len(anchors) < MAX_OPEN_LINKS:
+        anchored = tag == "a" and len(anchors) < MAX_OPEN_LINKS
+        if anchored:
             before = _tail(line) or (doc.blocks[-1][-80:] if doc.blocks else "")
-            anchors.append(_Anchor(node, before, position))
-        stack.append((iter(node.contents), node))
+            anchors.append(_Anchor((attributes.get("href") or "").strip(), before, position))
+        if len(stack) == MAX_DEPTH:
+            doc.deep.append(node)
+        stack.append((node, tag, in_tiny, anchored))
+        in_tiny = in_tiny or judged.tiny
+        node = node.child
     flush()
+
+
+def _names(attributes: dict[str, str | None]) -> str:
+    """Class and id attribute text, for name-based heuristics."""
+    return f"{attributes.get('class') or ''} {attributes.get('id') or ''}".strip()
+
+
+def _image(doc: HtmlDoc, node: Any, attributes: dict[str, str | None],
+           judged: visibility.Box, in_tiny: bool, position: int,
+           anchors: list[_Anchor]) -> None:
+    src = (attributes.get("src") or "").strip()
+    css = judged.css
+    width = _dimension(attributes, css, "width")
+    height = _dimension(attributes, css, "height")
+    if visibility.image_hidden(attributes, judged, in_tiny) or src and is_tracking_image(
+            src, *(None if (v := visibility.size(attributes, css, n)) is None else int(v)
+                   for n in ("width", "height"))):
+        doc.dropped.append(node)
+        return
+    alt = collapse(attributes.get("alt") or "")
+    if alt:
+        for anchor in anchors:
+            anchor.add(f" {alt} ")
+    if not src:
+        return
+    doc.shown_images.add(attributes.get("src") or "")
+    doc.images.append(Image(src=src, width=width, height=height, alt=alt,
+                            hints=f"{_names(attributes)} {alt}".lower(), position=position,
+                            linked=bool(anchors)))
+
+
+def _dimension(attributes: dict[str, str | None], css: visibility.Declarations, name: str
+               ) -> int | None:
+    """Declared width/height in px: the attribute, else the inline or sheet CSS."""
+    read = visibility.attribute_length(attributes.get(name))
+    if read is not None:
+        return None if read[1] else int(read[0])
+    found = css.get(name)
+    length = visibility.css_length(found[0]) if found else None
+    return int(length) if length is not None else None
 
 
 @dataclass(slots=True)
 class _Anchor:
-    """An open <a>: its text so far (bounded), the text before it, its position."""
+    """An open <a>: its href, its text so far (bounded), the text before it, its position."""
 
-    tag: Any
+    href: str
     before: str
     position: int
     parts: list[str] = field(default_factory=list)
@@ -394,28 +362,6 @@ def _head(line: list[str], at: int, keep: int = 80, scan: int = 4096) -> str:
     first text pieces only (it runs for every link of the line)."""
     text = "".join(piece[:scan] for piece in line[at : at + 32])
     return collapse(text[:scan])[:keep]
-
-
-def _image(doc: HtmlDoc, node: Any, position: int, anchors: list[_Anchor]) -> None:
-    src = node.get("src")
-    alt = node.get("alt")
-    alt = collapse(alt) if isinstance(alt, str) else ""
-    if alt:
-        for anchor in anchors:
-            anchor.add(f" {alt} ")
-    if not isinstance(src, str) or not src.strip():
-        return
-    doc.images.append(
-        Image(
-            src=src.strip(),
-            width=dimension(node, "width"),
-            height=dimension(node, "height"),
-            alt=alt,
-            hints=f"{classes_of(node)} {alt}".lower(),
-            position=position,
-            linked=bool(anchors),
-        )
-    )
 
 
 def fallback_text(html: str) -> str:

@@ -161,9 +161,9 @@ def analyse(
                                                      image_sizes or {}),
                       [])
         )
-    if html:
+    if doc is not None:  # last: it takes the hidden parts out of the tree
         found.display_html = run.guard(
-            "display_html", lambda: sanitize.clean_fragment(html, cid_map), None
+            "display_html", lambda: sanitize.display_html(doc, cid_map), None
         )
     elif text:
         found.display_html = sanitize.plain_to_html(text)
@@ -222,6 +222,8 @@ def preview(doc: HtmlDoc | None, text: str, subject: str | None = None,
             continue
         if not pieces and index in menus:
             continue  # the site's menu above the letter
+        if not pieces and not _LETTER.search(block):
+            continue  # digits and signs alone ("=09", "369", "01 / 03"): no sentence starts so
         if unfinished and len(block) < 80 and CLICK_HERE.search(block):
             unfinished = False
             continue  # the rest of that notice, on the next line ("... click here")
@@ -254,6 +256,9 @@ def preview(doc: HtmlDoc | None, text: str, subject: str | None = None,
             break
     joined = _tidy(" ".join(pieces or skipped))
     return truncate(joined) if joined else None
+
+
+_LETTER = re.compile(r"[^\W\d_]")
 
 
 def _names_brand(block: str, brand: str) -> bool:
@@ -455,8 +460,12 @@ def body_unsubscribe(links: list[Link]) -> Unsubscribe | None:
     """An unsubscribe link from the body: anchor text, href, or the words right before it."""
 
     def score(link: Link) -> int:
-        if not (_web(link.href) or link.href.lower().startswith("mailto:")):
-            return 0
+        points = words(link)  # the words first: they rule out most links cheaply
+        if points and (_web(link.href) or link.href.lower().startswith("mailto:")):
+            return points
+        return 0
+
+    def words(link: Link) -> int:
         if WEB_VERSION.search(link.text) or CONFIRM_LINK_TEXT.search(link.text):
             return 0
         if UNSUBSCRIBE.search(link.text):
@@ -476,7 +485,11 @@ def web_version(links: list[Link]) -> str | None:
     """The "view in browser" / "웹에서 보기" link."""
 
     def score(link: Link) -> int:
-        if not _web(link.href) or UNSUBSCRIBE.search(link.text):
+        points = words(link)  # the words first: they rule out most links cheaply
+        return points if points and _web(link.href) else 0
+
+    def words(link: Link) -> int:
+        if UNSUBSCRIBE.search(link.text):
             return 0
         short = len(link.text) <= 30
         if WEB_VERSION.search(link.text):

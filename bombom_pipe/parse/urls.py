@@ -11,6 +11,7 @@ fetcher's business).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 
@@ -23,6 +24,7 @@ LOCAL_SUFFIXES = ("localhost", "local", "localdomain", "internal", "intranet", "
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
+@functools.lru_cache(maxsize=4096)  # the same links are judged for heuristics and display
 def public_url(url: str | None) -> str | None:
     """``url`` re-serialized by the WHATWG rules, or None unless it is http(s) to a public host.
 

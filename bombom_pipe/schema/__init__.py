@@ -44,10 +44,16 @@ def upgrade(conn: psycopg.Connection) -> list[str]:
 
 
 #: the newsletters columns the delivery's upsert (`store._newsletter`) sets: the only ones the
-#: delivery role may UPDATE (not keep_forever, not the sender); a migration adding one adds it here
+#: delivery role may UPDATE (not keep_forever, not the sender, not the unsubscribe columns that
+#: migration 008 retired); a migration adding one adds it here
 NEWSLETTER_UPSERT_COLUMNS: tuple[str, ...] = (
-    "display_name", "list_id", "sender_header", "unsubscribe_http", "unsubscribe_mailto",
-    "unsubscribe_one_click", "last_seen_at", "unsubscribe_http_target", "authenticated_at",
+    "display_name", "list_id", "sender_header", "last_seen_at", "authenticated_at",
+)
+
+#: the subscriptions columns the delivery's upsert (`store._subscription`) sets (migration 008)
+SUBSCRIPTION_UPSERT_COLUMNS: tuple[str, ...] = (
+    "unsubscribe_http", "unsubscribe_mailto", "unsubscribe_one_click", "unsubscribe_http_target",
+    "confirmation_url", "last_seen_at",
 )
 
 #: what each role may do, table by table; nothing else (no DDL, no DELETE, no TRUNCATE)
@@ -58,6 +64,7 @@ GRANTS: dict[str, dict[str, str]] = {
         "articles": "SELECT, INSERT",
         "deliveries": "SELECT, INSERT",
         "attachments": "SELECT, INSERT",
+        "subscriptions": f"SELECT, INSERT, UPDATE ({', '.join(SUBSCRIPTION_UPSERT_COLUMNS)})",
     },
     "lookup": {"members": "SELECT"},
 }

@@ -5,10 +5,13 @@ its path, so no mail can trigger it.
 A message with the header `X-Test-Parser: spin` makes `parse_message` run a regular expression
 that holds the GIL for minutes without ever checking for signals (the class of bug a deadline
 inside the process cannot stop); `loop` spins in Python code; `sleep` makes it stall without
-working, as a parser starved by a loaded machine would; `die` kills its own process (a crash in
-C code, or the kernel's OOM killer). `X-Test-Auth: ...` does the same in sender authentication
-(auth.judge), `X-Test-Store: ...` in the store stage (store.deliver). With BOMBOM_TEST_PARSES
-set, each parse appends a byte to that file.
+working, as a parser starved by a loaded machine would; `pause` sleeps 3 s and goes on (slow,
+within every budget); `die` kills its own process (a crash in C code, or the kernel's OOM
+killer); `memory` asks for 2 GiB at once, as a memory bomb would; `stall` blocks SIGALRM and
+sleeps, as a C call that restarts on EINTR would. `X-Test-Auth: ...` does the same in sender
+authentication (auth.judge), `X-Test-Store: ...` in the store stage (store.deliver, storing an
+article; the parser itself behaves). With BOMBOM_TEST_PARSES set, each parse appends a byte to
+that file.
 """
 
 import importlib.abc
@@ -30,8 +33,16 @@ def _misbehave(raw: bytes, header: bytes) -> None:
             pass
     elif header + b"sleep" in raw:
         time.sleep(3600)
+    elif header + b"pause" in raw:  # slow, but within every budget
+        time.sleep(3)
     elif header + b"die" in raw:
         os.kill(os.getpid(), signal.SIGKILL)
+    elif header + b"memory" in raw:
+        bomb = b"\0" * (2 << 30)
+        del bomb
+    elif header + b"stall" in raw:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+        time.sleep(3600)
 
 
 def _raw(module: str, args: tuple) -> bytes:
