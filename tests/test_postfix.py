@@ -405,7 +405,7 @@ def test_uninstall_after_switching_modes_puts_back_what_every_mode_changed(
 
     original = settings()
     modes: dict[str, str] = {}
-    for mode in ("push", "pull", "worker", "push", "pull"):
+    for mode in ("push", "pull", "lmtp", "worker", "push", "pull"):
         p.install(MODE=mode)
         if not modes:  # as an earlier version recorded it: push mode's keys only
             prior = p.etc / "bombom-prior-settings"
@@ -414,8 +414,10 @@ def test_uninstall_after_switching_modes_puts_back_what_every_mode_changed(
         modes.setdefault(mode, settings())
         assert settings() == modes[mode], mode  # the same mode, the same main.cf
     assert modes["push"] == modes["worker"]
+    assert "bombomlmtp_destination_concurrency_limit" in modes["lmtp"]
     assert "virtual_uid_maps" in modes["pull"] and "virtual_uid_maps" not in modes["push"]
     assert "virtual_mailbox_base = /srv/mail" in modes["push"]
     p.install("uninstall", FORCE="1")  # never started: no queue to read
     assert settings() == original
     assert p.run("postconf", "-M", "bombom/unix").stdout == ""
+    assert p.run("postconf", "-M", "bombomlmtp/unix").stdout == ""
