@@ -59,41 +59,27 @@ clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
 
 # -- Postfix in front (as root): docs/postfix.md --------------------------------------------------
-# make install   venv in $(PREFIX)/venv, bombom on PATH, user $(PIPE_USER), spool, $(CONFIG_FILE),
+# make install   venv in PREFIX/venv, bombom on PATH, user PIPE_USER, spool, CONFIG_FILE,
 #                Postfix settings; MODE=push (default: bombom-deliver alone), worker (+ the
-#                bombom-worker service), pull (virtual(8) writes a Maildir bombom-worker drains)
+#                bombom-worker service), pull (virtual(8) writes a Maildir bombom-worker drains),
+#                lmtp (lmtp(8) hands mail to bombom-worker)
 # make db        the database, its owner role, schema and the two roles (as the local postgres
 #                superuser), root's admin config; checks the recipient lookup ("lookup OK")
-# make uninstall put back the Postfix settings install changed; refused while mail for $(DOMAINS)
-#                is queued, unless FORCE=1 (docs/postfix.md)
-# Passwords: BOMBOM_DELIVERY_PASSWORD and BOMBOM_LOOKUP_PASSWORD (and BOMBOM_ADMIN_PASSWORD) in the
-# environment, never here; a later install keeps them.
-DOMAINS      ?= bombom.news
-PREFIX       ?= /opt/bombom
-CONFIG_FILE  ?= /etc/bombom/bombom.conf
-SPOOL_DIR    ?= /var/spool/bombom
-PIPE_USER    ?= bombom
-DATABASE     ?= bombom
-DELIVERY_DSN ?= postgresql://bombom_deliver@127.0.0.1:5432/$(DATABASE)
-LOOKUP_DSN   ?= postgresql://bombom_lookup@127.0.0.1:5432/$(DATABASE)
-DEADLINE     ?= 60
-MAXPROC      ?= 8
-LOG          ?=
-DNS_SERVERS  ?=
-MODE         ?= push
-INSTALL_ENV = DOMAINS='$(DOMAINS)' PREFIX='$(PREFIX)' CONFIG_FILE='$(CONFIG_FILE)' \
-	SPOOL_DIR='$(SPOOL_DIR)' PIPE_USER='$(PIPE_USER)' DATABASE='$(DATABASE)' \
-	DELIVERY_DSN='$(DELIVERY_DSN)' LOOKUP_DSN='$(LOOKUP_DSN)' DEADLINE='$(DEADLINE)' \
-	MAXPROC='$(MAXPROC)' LOG='$(LOG)' PYTHON='$(PYTHON)' DNS_SERVERS='$(DNS_SERVERS)' \
-	MODE='$(MODE)'
-
+# make uninstall put back the Postfix settings install changed; refused while mail for the
+#                service domains is queued, unless FORCE=1 (docs/postfix.md)
+# Settings: `make install DOMAINS=bombom.news MODE=worker ...`; every install saves them in
+# /etc/bombom/install.env, and a later install, db or uninstall without a variable uses the saved
+# value (defaults: postfix-config/install.sh). make passes on only what is given: nothing here
+# sets a default that would override a saved one. Passwords: BOMBOM_DELIVERY_PASSWORD and
+# BOMBOM_LOOKUP_PASSWORD (and BOMBOM_ADMIN_PASSWORD) in the environment, never here; a later
+# install keeps them.
 .PHONY: install uninstall db
 
 install:
-	$(INSTALL_ENV) postfix-config/install.sh install
+	postfix-config/install.sh install
 
 uninstall:
-	$(INSTALL_ENV) postfix-config/install.sh uninstall
+	postfix-config/install.sh uninstall
 
 db:
-	$(INSTALL_ENV) postfix-config/install.sh init-db
+	postfix-config/install.sh init-db

@@ -172,7 +172,7 @@ class Bench:
             "WORKER_SOCKET": str(self.base / "run" / "worker.sock")}
         self.install("push")
         run = self.base / "run"  # the worker's: Postfix's lmtp(8) passes through to its socket
-        run.mkdir()
+        run.mkdir(exist_ok=True)
         subprocess.run(["chown", f"{PIPE_USER}:postfix", str(run)], check=True)
         run.chmod(0o750)
         self.postfix.postconf("virtual_destination_concurrency_limit = 2",
@@ -261,6 +261,7 @@ class Bench:
         with psycopg.connect(self.pg.url(), autocommit=True) as conn:
             conn.execute("TRUNCATE members, newsletters RESTART IDENTITY CASCADE")
             conn.execute("INSERT INTO members (address) VALUES (%s)", (ALICE,))
+        self.postfix.members_map(self.pg.url())  # pull mode's RCPT check reads this copy
         self.postfix.empty_queue()
         self.rss_file.unlink(missing_ok=True)
         self.rss_file.touch()

@@ -17,12 +17,13 @@
     dmarc_reject_quarantine = true  # DMARC fail under p=reject -> quarantined, not shown
     worker_socket = "/run/bombom/worker.sock"  # `bombom worker`'s socket; unset: no worker
     lmtp_socket = "/run/bombom/lmtp.sock"      # `bombom worker` serves LMTP here; unset: not
+    members_map = "/etc/postfix/bombom-members"  # `bombom members` keeps this hash: table current
 
 Postfix cleans the environment of pipe(8) commands, so production reads the file; tests and manual
 runs may use BOMBOM_DATABASE_URL, BOMBOM_SPOOL_DIR, BOMBOM_DEADLINE_SECONDS, BOMBOM_LOG,
 BOMBOM_ADMIN_DATABASE_URL, BOMBOM_DOMAINS (comma-separated), BOMBOM_AUTH_METHOD, BOMBOM_AUTHSERV_ID,
 BOMBOM_DNS_SERVERS, BOMBOM_DNS_TIMEOUT_SECONDS, BOMBOM_DMARC_REJECT_QUARANTINE,
-BOMBOM_WORKER_SOCKET, BOMBOM_LMTP_SOCKET instead.
+BOMBOM_WORKER_SOCKET, BOMBOM_LMTP_SOCKET, BOMBOM_MEMBERS_MAP instead.
 The file is chosen by `--config`, else BOMBOM_CONFIG, else the default path. A missing default
 file is fine when the environment supplies what is needed; a file named explicitly must exist.
 """
@@ -58,6 +59,7 @@ class Settings:
     dmarc_reject_quarantine: bool = True
     worker_socket: str | None = None
     lmtp_socket: str | None = None
+    members_map: str | None = None
 
     def __repr__(self) -> str:  # never show a password
         return (f"Settings(database_url=<hidden>, spool_dir={self.spool_dir!s}, "
@@ -166,6 +168,7 @@ _CONVERT = {
     "dmarc_reject_quarantine": _bool,
     "worker_socket": _text,
     "lmtp_socket": _text,
+    "members_map": _text,
 }
 
 

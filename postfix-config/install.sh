@@ -20,6 +20,27 @@ umask 022
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SOURCE=${SOURCE:-$(dirname "$HERE")}                  # the checkout to install from
+
+# The settings live in one place, INSTALL_ENV, written by every successful install and read by
+# install, init-db and uninstall: a variable given in the environment wins, else the value
+# remembered there, else the default below. So a re-run without variables changes nothing, and
+# a change (say DOMAINS) happens only when given, and is shown.
+INSTALL_ENV=${INSTALL_ENV:-/etc/bombom/install.env}
+REMEMBERED=(DOMAINS MODE PREFIX CONFIG_FILE SPOOL_DIR PIPE_USER DATABASE DELIVERY_DSN LOOKUP_DSN
+            ADMIN_DSN ADMIN_CONFIG LOOKUP_PASSFILE BIN_DIR LOGROTATE_DIR DEADLINE MAXPROC LOG
+            DNS_SERVERS MAILDIR_BASE SYSTEMD_DIR WORKER_SOCKET LMTP_SOCKET MESSAGE_SIZE_LIMIT
+            POSTFIX_CONFIG_DIR PYTHON)
+declare -A GIVEN=() EARLIER=()
+for name in "${REMEMBERED[@]}"; do [[ -n ${!name+set} ]] && GIVEN[$name]=1; done
+if [[ -f $INSTALL_ENV ]]; then
+  while IFS= read -r line || [[ -n $line ]]; do          # NAME=value lines; nothing is evaluated
+    name=${line%%=*}
+    [[ $line == *=* && " ${REMEMBERED[*]} " == *" $name "* ]] || continue
+    EARLIER[$name]=${line#*=}
+    [[ -n ${GIVEN[$name]:-} ]] || printf -v "$name" '%s' "${line#*=}"
+  done <"$INSTALL_ENV"
+fi
+
 DOMAINS=${DOMAINS:-bombom.news}                       # space- or comma-separated
 PREFIX=${PREFIX:-/opt/bombom}                         # the venv is $PREFIX/venv
 CONFIG_FILE=${CONFIG_FILE:-/etc/bombom/bombom.conf}
@@ -35,10 +56,11 @@ BIN_DIR=${BIN_DIR:-/usr/local/bin}                    # where `bombom` is linked
 LOGROTATE_DIR=${LOGROTATE_DIR:-/etc/logrotate.d}      # for a LOG file
 DEADLINE=${DEADLINE:-60}                              # bombom-deliver's deadline_seconds
 MAXPROC=${MAXPROC:-8}                                 # parallel deliveries = DB connections
-MODE=${MODE:-push}        # push (cold), worker (push + bombom worker) or pull (virtual(8) + worker)
+MODE=${MODE:-push}  # push (cold), worker (push + bombom worker), pull (virtual(8) + worker), lmtp
 MAILDIR_BASE=${MAILDIR_BASE:-/var/spool/bombom-maildir}  # pull: virtual(8) writes Maildir/ here
 SYSTEMD_DIR=${SYSTEMD_DIR:-/etc/systemd/system}          # where bombom-worker.service goes
-WORKER_SOCKET=${WORKER_SOCKET:-/run/bombom/worker.sock}  # its directory: the unit's RuntimeDirectory
+WORKER_SOCKET=${WORKER_SOCKET:-/run/bombom/worker.sock}  # the worker's, for bombom-deliver
+LMTP_SOCKET=${LMTP_SOCKET:-/run/bombom/lmtp.sock}        # lmtp: the worker's, for Postfix
 MESSAGE_SIZE_LIMIT=${MESSAGE_SIZE_LIMIT:-20480000}
 POSTFIX_CONFIG_DIR=${POSTFIX_CONFIG_DIR:-/etc/postfix}
 PYTHON=${PYTHON:-/usr/bin/python3}                    # the pipe user must be able to run it
@@ -46,22 +68,49 @@ DNS_SERVERS=${DNS_SERVERS:-}                          # DKIM/SPF/DMARC lookups; 
 if [[ -z ${LOG:-} ]]; then                            # no syslog daemon: no /dev/log
   if [[ -S /dev/log ]]; then LOG=syslog; else LOG=/var/log/bombom/deliver.log; fi
 fi
+
+# Installed by a version that kept no INSTALL_ENV: take what reroutes mail from what it wrote.
+if [[ ! -f $INSTALL_ENV && -f $POSTFIX_CONFIG_DIR/bombom-prior-settings ]]; then
+  earlier() { sed -nE "s/^$1 = \"?([^\"]*)\"?$/\1/p" "$2" 2>/dev/null | head -1; }
+  for pair in DOMAINS:domain:$POSTFIX_CONFIG_DIR/bombom-recipients.cf \
+              DNS_SERVERS:dns_servers:$CONFIG_FILE DEADLINE:deadline_seconds:$CONFIG_FILE \
+              LOG:log:$CONFIG_FILE SPOOL_DIR:spool_dir:$CONFIG_FILE; do
+    IFS=: read -r name key file <<<"$pair"
+    [[ -n ${GIVEN[$name]:-} ]] && continue
+    value=$(earlier "$key" "$file")
+    [[ -n $value || $name == DNS_SERVERS ]] && [[ -f $file ]] || continue
+    printf -v "$name" '%s' "$value"
+    EARLIER[$name]=$value
+  done
+  if [[ -z ${GIVEN[MODE]:-} ]]; then
+    case $(postconf -c "$POSTFIX_CONFIG_DIR" -h virtual_transport 2>/dev/null) in
+      virtual) MODE=pull ;;
+      *) grep -q '^worker_socket' "$CONFIG_FILE" 2>/dev/null && MODE=worker ;;
+    esac
+    EARLIER[MODE]=$MODE
+  fi
+fi
 DOMAIN_LIST=$(tr -s ', ' ',,' <<<"$DOMAINS" | sed 's/^,//; s/,$//')   # a,b for the config files
 CHANGED=0                                              # reload Postfix only when something changed
 
 SERVICE=bombom                                         # the master.cf name; main.cf uses bombom_*
+LMTP_SERVICE=bombomlmtp                                # MODE=lmtp's lmtp(8) client in master.cf
 MAP=$POSTFIX_CONFIG_DIR/bombom-recipients.cf
+MEMBERS_MAP=$POSTFIX_CONFIG_DIR/bombom-members         # hash: table `bombom members` keeps
 OLD_PASSFILE=$POSTFIX_CONFIG_DIR/bombom-recipients.pgpass  # earlier installs kept it there
 PRIOR=$POSTFIX_CONFIG_DIR/bombom-prior-settings        # what `uninstall` puts back
+CONF_BASE=$(dirname "$INSTALL_ENV")/bombom.conf.installed  # what install last wrote: hand edits
 VENV=$PREFIX/venv
+RUNTIME_DIRS=$( (dirname "$WORKER_SOCKET"; [[ $MODE != lmtp ]] || dirname "$LMTP_SOCKET") | sort -u | paste -sd ' ')
 # from `bombom postfix-settings` (load_settings)
 SETTINGS=(TIME_LIMIT DELIVERY_DSN DELIVERY_ROLE DELIVERY_PASSWORD LOOKUP_HOSTS LOOKUP_DBNAME
           LOOKUP_ROLE LOOKUP_PASSWORD LOOKUP_PASSFILE_LINE ADMIN_DSN ADMIN_ROLE ADMIN_PASSWORD)
 VARS=(DOMAINS DOMAIN_LIST PREFIX CONFIG_FILE SPOOL_DIR PIPE_USER DELIVERY_DSN LOOKUP_HOSTS
       LOOKUP_DBNAME LOOKUP_PASSFILE ADMIN_DSN DEADLINE MAXPROC MESSAGE_SIZE_LIMIT
-      POSTFIX_CONFIG_DIR TIME_LIMIT LOG LOGROTATE_DIR DNS_SERVERS
-      WORKER_SOCKET_LINE)
+      POSTFIX_CONFIG_DIR TIME_LIMIT LOG LOGROTATE_DIR DNS_SERVERS MEMBERS_MAP
+      WORKER_SOCKET_LINE LMTP_SOCKET_LINE)
 WORKER_SOCKET_LINE='# worker_socket: none (MODE=push)'   # bombom.conf; see worker_mode below
+LMTP_SOCKET_LINE='# lmtp_socket: none (MODE=lmtp only)'
 
 say() { printf 'bombom install: %s\n' "$*"; }
 die() { printf 'bombom install: error: %s\n' "$*" >&2; exit 1; }
@@ -159,7 +208,7 @@ install_files() {
     [[ -f $LOG ]] || install -o "$PIPE_USER" -g adm -m 0640 /dev/null "$LOG"
   fi
   install -d -m 0755 "$(dirname "$CONFIG_FILE")" "$(dirname "$LOOKUP_PASSFILE")"
-  install_file "$CONFIG_FILE" "root:$PIPE_USER" 0640 < <(render "$HERE/bombom.conf")
+  install_config
   install_file "$MAP" "root:postfix" 0640 < <(render "$HERE/bombom-recipients.cf")
   # the lookup password, for libpq in proxymap (which runs as postfix): outside Postfix's
   # directory, which must hold only root's files; libpq ignores a passfile others may read
@@ -185,7 +234,7 @@ link_command() {
 
 # The main.cf keys any mode sets (main.cf's and main-pull.cf's), each once.
 all_main_cf_keys() {
-  grep -Ehv '^[[:space:]]*(#|$)' "$HERE/main.cf" "$HERE/main-pull.cf" | sed -E 's/[[:space:]]*=.*//' | awk '!seen[$0]++'
+  grep -Ehv '^[[:space:]]*(#|$)' "$HERE"/main*.cf | sed -E 's/[[:space:]]*=.*//' | awk '!seen[$0]++'
 }
 
 # Remember, once, what each setting any mode changes was before (for `uninstall`, and for a
@@ -286,57 +335,131 @@ probe_lookup() {
   [[ -z $LOOKUP_ERROR ]]
 }
 
-# -- MODE: push (cold), worker (push + bombom worker), pull (virtual(8) + Maildir + worker) --------
+# -- MODE: push (cold), worker (push + bombom worker), pull (virtual(8) + Maildir + worker),
+#    lmtp (lmtp(8) to the worker) ----------------------------------------------------------------
+
+# Files waiting in pull mode's Maildir (new/ and claimed/): what a worker must still ingest.
+# Counted once per install (WAITING), so that what it says and the worker's command agree.
+WAITING=""
+waiting_in_maildir() {
+  [[ -n $WAITING ]] && { echo "$WAITING"; return 0; }
+  local d n=0
+  for d in new claimed; do
+    [[ -d $MAILDIR_BASE/Maildir/$d ]] && n=$((n + $(find "$MAILDIR_BASE/Maildir/$d" -mindepth 1 -maxdepth 1 | wc -l)))
+  done
+  echo "$n"
+}
+
+# The worker's command line (the unit's ExecStart, or what to run without systemd). In every
+# worker mode it keeps draining a Maildir that pull mode left files in.
+worker_command() {
+  local args="$VENV/bin/bombom --config=$CONFIG_FILE worker --socket=$WORKER_SOCKET"
+  [[ $MODE == lmtp ]] && args="$args --processes=$MAXPROC"
+  if [[ $MODE == pull ]] || (( $(waiting_in_maildir) > 0 )); then
+    args="$args --maildir=$MAILDIR_BASE/Maildir"
+  fi
+  echo "$args"
+}
 
 # VARS plus what only these files use
 render_mode() {
-  local VARS=("${VARS[@]}" MAILDIR_BASE SYSTEMD_DIR PIPE_UID PIPE_GID WORKER_ARGS WORKER_WRITES
-              WORKER_SOCKET)
-  local PIPE_UID PIPE_GID WORKER_ARGS="" WORKER_WRITES=""
+  local VARS=("${VARS[@]}" MAILDIR_BASE SYSTEMD_DIR PIPE_UID PIPE_GID WORKER_COMMAND WORKER_WRITES
+              WORKER_SOCKET LMTP_SOCKET LMTP_SERVICE LMTP_DATA_DONE_TIMEOUT RUNTIME_DIRS)
+  local PIPE_UID PIPE_GID WORKER_COMMAND WORKER_WRITES="$RUNTIME_DIRS"
+  local LMTP_DATA_DONE_TIMEOUT=$((TIME_LIMIT * 2 > 600 ? TIME_LIMIT * 2 : 600))
   PIPE_UID=$(id -u "$PIPE_USER" 2>/dev/null || echo 0) PIPE_GID=$(id -g "$PIPE_USER" 2>/dev/null || echo 0)
-  [[ $MODE == pull ]] && WORKER_ARGS="--maildir=$MAILDIR_BASE/Maildir" WORKER_WRITES=$MAILDIR_BASE
+  WORKER_COMMAND=$(worker_command)
+  [[ $WORKER_COMMAND == *--maildir* ]] && WORKER_WRITES="$WORKER_WRITES $MAILDIR_BASE"
   [[ $LOG == /* ]] && WORKER_WRITES="$WORKER_WRITES $(dirname "$LOG")"
   render "$1"
 }
 
-# main.cf's lines on stdin; in pull mode main-pull.cf's replace those of the same name
+# main.cf's lines on stdin; main-MODE.cf's (pull, lmtp) replace those of the same name
 mode_settings() {
-  if [[ $MODE != pull ]]; then cat; return 0; fi
-  local pull keys
-  pull=$(render_mode "$HERE/main-pull.cf" | grep -Ev '^[[:space:]]*(#|$)')
-  keys=$(sed -E 's/[[:space:]]*=.*//' <<<"$pull" | paste -sd '|')
+  if [[ ! -f $HERE/main-$MODE.cf ]]; then cat; return 0; fi
+  local over keys
+  over=$(render_mode "$HERE/main-$MODE.cf" | grep -Ev '^[[:space:]]*(#|$)')
+  keys=$(sed -E 's/[[:space:]]*=.*//' <<<"$over" | paste -sd '|')
   grep -Ev "^($keys)[[:space:]]*=" || true
-  printf '%s\n' "$pull"
+  printf '%s\n' "$over"
 }
 
 worker_mode() {
   case $MODE in
     push) ;;
     worker|pull) WORKER_SOCKET_LINE="worker_socket = \"$WORKER_SOCKET\"" ;;
-    *) die "MODE must be push, worker or pull" ;;
+    lmtp) WORKER_SOCKET_LINE="worker_socket = \"$WORKER_SOCKET\""
+          LMTP_SOCKET_LINE="lmtp_socket = \"$LMTP_SOCKET\"" ;;
+    *) die "MODE must be push, worker, pull or lmtp" ;;
   esac
 }
 
-# Worker and pull modes: the worker's unit (enabled and started), the pull map and Maildir. Push
-# mode leaves systemd alone. A changed unit does not make Postfix reload.
-install_worker() {
-  local before=$CHANGED unit=$SYSTEMD_DIR/bombom-worker.service changed
-  if [[ $MODE == push ]]; then
-    [[ -f $unit ]] && say "$unit stays; MODE=push configures no worker_socket, so it goes unused"
+# lmtp mode's master.cf service: present in that mode only
+apply_lmtp_service() {
+  local entry current=""
+  current=$(pf postconf -M "$LMTP_SERVICE/unix" 2>/dev/null | tr -s ' \n\t' ' ' | sed 's/ $//')
+  if [[ $MODE != lmtp ]]; then
+    [[ -z $current ]] && return 0
+    pf postconf -MX "$LMTP_SERVICE/unix"
+    say "master.cf: removed the $LMTP_SERVICE service"
+    CHANGED=1
     return 0
+  fi
+  entry=$(render_mode "$HERE/master-lmtp.cf" | grep -Ev '^[[:space:]]*(#|$)' | tr -s ' \n\t' ' ' | sed 's/ $//')
+  [[ $current == "$entry" ]] && return 0
+  pf postconf -M "$LMTP_SERVICE/unix=$entry"
+  say "master.cf: $LMTP_SERVICE service"
+  CHANGED=1
+}
+
+# The worker's runtime directory (its sockets): the pipe user's, group postfix (lmtp(8) runs as
+# postfix and must reach lmtp.sock), 0750. Made now, and by systemd-tmpfiles at boot.
+install_runtime_dirs() {
+  local d
+  getent group postfix >/dev/null || die "no group postfix (is Postfix installed?)"
+  for d in $RUNTIME_DIRS; do
+    install -d -o "$PIPE_USER" -g postfix -m 0750 "$d"
+  done
+}
+
+has_systemd() { [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null; }
+
+# Worker, pull and lmtp modes: the worker's unit (enabled and started; without systemd, the
+# command to run), the Maildir. Push mode leaves a running worker alone. A changed unit does
+# not make Postfix reload.
+install_worker() {
+  local before=$CHANGED unit=$SYSTEMD_DIR/bombom-worker.service changed waiting
+  waiting=$(waiting_in_maildir); WAITING=$waiting
+  if [[ ${EARLIER[MODE]:-} == pull && $MODE != pull ]] || { [[ $MODE != pull ]] && ((waiting > 0)); }; then
+    if ((waiting > 0)); then
+      say "$waiting messages wait in $MAILDIR_BASE/Maildir/new (and claimed/): the worker must"
+      say "  drain them; it runs with --maildir until a later 'make install' finds new/ empty"
+      [[ $MODE == push ]] && say "  (MODE=push: start or keep the worker as below; stop it once new/ is empty)"
+    else
+      say "$MAILDIR_BASE/Maildir/new is empty: nothing left for the worker to drain"
+    fi
+  fi
+  if [[ $MODE == push ]] && ((waiting == 0)); then
+    [[ -f $unit ]] && say "$unit stays; MODE=push configures no worker_socket, so it goes unused (systemctl disable --now bombom-worker.service)"
+    return 0
+  fi
+  install_runtime_dirs
+  if [[ $MODE == pull ]]; then
+    install -d -o "$PIPE_USER" -g "$PIPE_USER" -m 0700 "$MAILDIR_BASE"
   fi
   install -d -m 0755 "$SYSTEMD_DIR"
   install_file "$unit" root:root 0644 < <(render_mode "$HERE/bombom-worker.service")
   changed=$((CHANGED != before)); CHANGED=$before
-  if [[ $MODE == pull ]]; then
-    install -d -o "$PIPE_USER" -g "$PIPE_USER" -m 0700 "$MAILDIR_BASE"
-    install_file "$POSTFIX_CONFIG_DIR/bombom-recipients-pull.cf" "root:postfix" 0640 \
-      < <(render_mode "$HERE/bombom-recipients-pull.cf")
-  fi
-  if [[ ! -d /run/systemd/system ]] || ! command -v systemctl >/dev/null; then
-    say "no systemd here: start the worker as $PIPE_USER as $unit says"
+  if ! has_systemd; then
+    say "no systemd here: run the worker as $PIPE_USER yourself, kept running (restarted when it"
+    say "  exits, and started at boot after the runtime directory):"
+    say "  while :; do install -d -o $PIPE_USER -g postfix -m 0750 $RUNTIME_DIRS; runuser -u $PIPE_USER -- $(worker_command); sleep 1; done"
+    say "  e.g. as root in a session that outlives yours: nohup sh -c '<that loop>' >/dev/null 2>&1 &"
+    say "  and at boot: @reboot root sh -c '<that loop>' in /etc/crontab"
     return 0
   fi
+  install_file /etc/tmpfiles.d/bombom.conf root:root 0644 \
+    < <(for d in $RUNTIME_DIRS; do echo "d $d 0750 $PIPE_USER postfix -"; done)
   ((changed)) && systemctl daemon-reload
   if ((changed)) || ! systemctl is-active -q bombom-worker.service; then
     systemctl enable -q bombom-worker.service
@@ -347,15 +470,86 @@ install_worker() {
 }
 
 uninstall_worker() {
-  if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null; then
+  if has_systemd; then
     systemctl disable -q --now bombom-worker.service 2>/dev/null || true
   fi
   rm -f "$POSTFIX_CONFIG_DIR/bombom-recipients-pull.cf"
 }
 
+# Postfix's local table of members (pull mode's recipient check, answered without the
+# database): rebuilt from the database when it can be asked, else kept (or made empty).
+install_members_map() {
+  if [[ -f $ADMIN_CONFIG ]] && "$VENV/bin/bombom" --config="$ADMIN_CONFIG" members map >/dev/null 2>&1; then
+    return 0
+  fi
+  if [[ ! -f $MEMBERS_MAP.db ]]; then
+    install -m 0640 -o root -g postfix /dev/null "$MEMBERS_MAP"
+    pf postmap "hash:$MEMBERS_MAP"
+    chown root:postfix "$MEMBERS_MAP.db"; chmod 0640 "$MEMBERS_MAP.db"
+  fi
+  [[ $MODE == pull ]] && say "members map: the database could not be asked; $MEMBERS_MAP kept (bombom members map rewrites it)"
+  return 0
+}
+
+# What changes against the remembered settings; a service domain dropped while mail for it is
+# queued is refused (Postfix would route that mail elsewhere).
+show_changes() {
+  local name dropped="" d
+  for name in "${REMEMBERED[@]}"; do
+    [[ -n ${EARLIER[$name]+set} && ${EARLIER[$name]} != "${!name}" ]] || continue
+    say "$name: '${EARLIER[$name]}' -> '${!name}' (given; was remembered in $INSTALL_ENV)"
+  done
+  if [[ -n ${EARLIER[DOMAINS]+set} ]]; then
+    for d in ${EARLIER[DOMAINS]//,/ }; do
+      grep -qix "$d" < <(tr ', ' '\n\n' <<<"$DOMAINS") || dropped="$dropped $d"
+    done
+    if [[ -n $dropped ]]; then
+      refuse_while_queued "$dropped"
+      say "mail for$dropped is no longer accepted here (smtpd refuses it: 554 relay access denied)"
+    fi
+  fi
+}
+
+remember_settings() {
+  local name
+  install -d -m 0755 "$(dirname "$INSTALL_ENV")"
+  install_file "$INSTALL_ENV" root:root 0644 < <(
+    echo "# bombom-pipe's installer settings (postfix-config/install.sh), one NAME=value a line."
+    echo "# make install/db/uninstall read them; a variable given to make wins and is saved here."
+    for name in "${REMEMBERED[@]}"; do printf '%s=%s\n' "$name" "${!name}"; done)
+}
+
+# bombom.conf, keeping an operator's hand edits: a three-way merge of the file (edited), what
+# the installer last wrote (CONF_BASE) and what it writes now. Edits the installer's change does
+# not touch are kept; where both changed the same lines, the installer stops and shows them.
+install_config() {
+  local new merged
+  new=$(mktemp); merged=$(mktemp)
+  render "$HERE/bombom.conf" >"$new"
+  if [[ -f $CONFIG_FILE && -f $CONF_BASE ]] && ! cmp -s "$CONFIG_FILE" "$CONF_BASE"; then
+    if ! diff3 -m -E -L "$CONFIG_FILE (yours)" -L "the last install" -L "this install" \
+         "$CONFIG_FILE" "$CONF_BASE" "$new" >"$merged"; then
+      awk '/^<<<<<<< /{on=1} on{print} /^>>>>>>> /{on=0}' "$merged" |
+        sed -E 's#(://[^:/@]*):[^@]*@#\1:***@#' >&2
+      rm -f "$new" "$merged"
+      die "$CONFIG_FILE was edited by hand where this install changes it too (above, passwords
+  masked: yours, then this install's). Make those lines what they should be (or move the file
+  away to get the installer's), then run make install again: edits elsewhere are kept"
+    fi
+    cmp -s "$merged" "$new" || say "kept your edits to $CONFIG_FILE"
+    install_file "$CONF_BASE" root:root 0600 <"$new"
+    install_file "$CONFIG_FILE" "root:$PIPE_USER" 0640 <"$merged"
+  else
+    install_file "$CONF_BASE" root:root 0600 <"$new"
+    install_file "$CONFIG_FILE" "root:$PIPE_USER" 0640 <"$new"
+  fi
+  rm -f "$new" "$merged"
+}
+
 cmd_install() {
   preflight
   worker_mode
+  show_changes
   install_venv
   if [[ -f $OLD_PASSFILE && ! -e $LOOKUP_PASSFILE ]]; then  # keep an earlier install's password
     install -d -m 0755 "$(dirname "$LOOKUP_PASSFILE")"
@@ -363,11 +557,20 @@ cmd_install() {
   fi
   load_settings
   install_files
+  if [[ -f $ADMIN_CONFIG ]]; then  # make db wrote it: the same settings (DOMAINS) in it
+    install_file "$ADMIN_CONFIG" root:root 0600 < <(render "$HERE/admin.conf")
+  fi
   link_command
+  install_members_map
+  rm -f "$POSTFIX_CONFIG_DIR/bombom-recipients-pull.cf"   # earlier pull modes' map
   install_worker
   remember_prior
+  # master.cf's lmtp service exists while main.cf names its parameters (else "unused parameter")
+  [[ $MODE == lmtp ]] && apply_lmtp_service
   apply_postfix
+  [[ $MODE == lmtp ]] || apply_lmtp_service
   check_and_reload
+  remember_settings
   if probe_lookup; then
     :
   elif [[ ! -f $ADMIN_CONFIG ]]; then  # before `make db` there is no database yet: the next step
@@ -376,20 +579,20 @@ cmd_install() {
     die "the recipient lookup cannot query the database: $LOOKUP_ERROR
   (LOOKUP_DSN, pg_hba.conf, the lookup role's password); until it can, smtpd answers 451 4.3.0"
   fi
-  say "done: mail for $DOMAINS goes to $VENV/bin/bombom-deliver as $PIPE_USER"
+  say "done: MODE=$MODE; mail for $DOMAINS goes to bombom as $PIPE_USER"
 }
 
-# Mail for our domains still in the queue would be routed elsewhere once the service is gone
-# (with the MX pointing here: a loop, then a bounce to the publisher).
+# Mail for our domains (or those named in $1) still in the queue would be routed elsewhere once
+# the service is gone (with the MX pointing here: a loop, then a bounce to the publisher).
 refuse_while_queued() {
-  local queue d domains
+  local queue d domains=${1:-}
   [[ ${FORCE:-} == 1 ]] && return 0
-  queue=$(pf postqueue -j 2>&1) || die "cannot read the mail queue ($queue); FORCE=1 to uninstall anyway"
-  domains="$DOMAINS $(pf postconf -xh virtual_mailbox_domains 2>/dev/null || true)"
+  queue=$(pf postqueue -j 2>&1) || die "cannot read the mail queue ($queue); FORCE=1 to go on anyway"
+  [[ -n $domains ]] || domains="$DOMAINS $(pf postconf -xh virtual_mailbox_domains 2>/dev/null || true)"
   for d in ${domains//,/ }; do
-    grep -Fiq "@$d\"" <<<"$queue" && die "mail for $d is still queued (postqueue -p): after uninstall
+    grep -Fiq "@$d\"" <<<"$queue" && die "mail for $d is still queued (postqueue -p): afterwards
   Postfix would deliver it elsewhere. Let it drain first (database up, postqueue -f); or put it
-  on hold (postsuper -h ALL), uninstall with FORCE=1, and release it (postsuper -H ALL) only
+  on hold (postsuper -h ALL), go on with FORCE=1, and release it (postsuper -H ALL) only
   after installing again (docs/postfix.md)"
   done
   return 0
@@ -399,10 +602,12 @@ cmd_uninstall() {
   [[ $(id -u) == 0 ]] || die "run as root"
   local line
   refuse_while_queued
-  if pf postconf -M "$SERVICE/unix" 2>/dev/null | grep -q .; then
-    pf postconf -MX "$SERVICE/unix"
-    say "master.cf: removed the $SERVICE service"
-  fi
+  for line in "$SERVICE" "$LMTP_SERVICE"; do
+    if pf postconf -M "$line/unix" 2>/dev/null | grep -q .; then
+      pf postconf -MX "$line/unix"
+      say "master.cf: removed the $line service"
+    fi
+  done
   if [[ -f $PRIOR ]]; then
     while IFS= read -r line; do
       [[ $line == \#* || -z $line ]] && continue
@@ -412,13 +617,16 @@ cmd_uninstall() {
     say "main.cf: restored the settings from before the install"
   fi
   # bombom_* parameters without the service would only draw "unused parameter" warnings
-  { grep -Eo "^${SERVICE}_[a-z_]+" "$POSTFIX_CONFIG_DIR/main.cf" || true; } | xargs -r -n1 "postconf" -c "$POSTFIX_CONFIG_DIR" -X
-  rm -f "$MAP" "$OLD_PASSFILE"
+  { grep -Eo "^(${SERVICE}|${LMTP_SERVICE})_[a-z_]+" "$POSTFIX_CONFIG_DIR/main.cf" || true; } | xargs -r -n1 "postconf" -c "$POSTFIX_CONFIG_DIR" -X
+  rm -f "$MAP" "$OLD_PASSFILE" "$MEMBERS_MAP" "$MEMBERS_MAP.db"
   uninstall_worker
   CHANGED=1
   check_and_reload
-  say "left in place: $VENV, $BIN_DIR/bombom, $CONFIG_FILE, $ADMIN_CONFIG, $LOOKUP_PASSFILE (for"
-  say "  a later install), $SPOOL_DIR (raw mail), user $PIPE_USER, backups *.bombom-orig"
+  say "left in place: $VENV, $BIN_DIR/bombom, $CONFIG_FILE, $ADMIN_CONFIG, $LOOKUP_PASSFILE,"
+  say "  $INSTALL_ENV (for a later install), $SPOOL_DIR (raw mail), user $PIPE_USER, backups *.bombom-orig"
+  if (( $(waiting_in_maildir) > 0 )); then
+    say "$(waiting_in_maildir) messages still wait in $MAILDIR_BASE/Maildir/new: keep the worker with --maildir running until it is empty"
+  fi
 }
 
 # As the postgres OS user (the local cluster's superuser, peer authentication on its default
@@ -430,6 +638,7 @@ cmd_init_db() {
   [[ $DATABASE =~ ^[a-z_][a-z0-9_]*$ ]] || die "DATABASE must be a plain lower-case name"
   local conf
   load_settings
+  cd /   # postgres may not read root's working directory (psql would say so)
   runuser -u postgres -- psql -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$DATABASE'" |
     grep -q 1 || runuser -u postgres -- createdb "$DATABASE"
   conf=$(mktemp /tmp/bombom-init-db.XXXXXX)
@@ -442,6 +651,7 @@ cmd_init_db() {
       --delivery-role "$DELIVERY_ROLE" --lookup-role "$LOOKUP_ROLE"
   install -d -m 0755 "$(dirname "$ADMIN_CONFIG")"
   install_file "$ADMIN_CONFIG" root:root 0600 < <(render "$HERE/admin.conf")
+  [[ -f $MEMBERS_MAP ]] && "$VENV/bin/bombom" --config="$ADMIN_CONFIG" members map >/dev/null
   probe_lookup || die "the recipient lookup cannot query the database: $LOOKUP_ERROR
   (LOOKUP_DSN, pg_hba.conf; run 'make install' again if the lookup password changed)"
 }
@@ -450,5 +660,5 @@ case ${1:-} in
   install) cmd_install ;;
   uninstall) cmd_uninstall ;;
   init-db) cmd_init_db ;;
-  *) echo "usage: $0 install|uninstall|init-db (settings in the environment; see the top of this file)" >&2; exit 2 ;;
+  *) echo "usage: $0 install|uninstall|init-db (settings in the environment or $INSTALL_ENV; see the top of this file)" >&2; exit 2 ;;
 esac

@@ -65,10 +65,20 @@ class Postfix:
                 ) -> subprocess.CompletedProcess[str]:
         """postfix-config/install.sh with this instance's config dir, as `make install` runs it."""
         r = subprocess.run([str(INSTALL), action], text=True, capture_output=True,
-                           env={"PATH": os.environ["PATH"], **self.env, **overrides,
-                                "POSTFIX_CONFIG_DIR": str(self.etc)})
+                           env={"PATH": os.environ["PATH"],
+                                "INSTALL_ENV": str(self.base / "install.env"),  # never /etc's
+                                **self.env, **overrides, "POSTFIX_CONFIG_DIR": str(self.etc)})
         assert r.returncode == 0, f"install.sh {action} failed:\n{r.stdout}\n{r.stderr}"
         return r
+
+    def members_map(self, database_url: str) -> None:
+        """`bombom members map`: Postfix's local table of members (pull mode's RCPT check) from
+        the database, after members were added with SQL."""
+        subprocess.run([f"{self.env['PREFIX']}/venv/bin/bombom", "members", "map"], check=True,
+                       capture_output=True, env={
+                           "PATH": os.environ["PATH"], "BOMBOM_CONFIG": self.env["CONFIG_FILE"],
+                           "BOMBOM_DATABASE_URL": database_url,
+                           "BOMBOM_MEMBERS_MAP": str(self.etc / "bombom-members")})
 
     # -- life cycle ------------------------------------------------------------------------------
     def create(self) -> None:

@@ -62,6 +62,13 @@ def test_members_add_normalizes_and_lists(env: Env, pg: LocalPostgres,
     r = bombom(env, "members", "list", owner_url=pg.url())
     assert [line.split("\t")[1] for line in r.stdout.splitlines()] == [
         ALICE, "bob@bombom.news", "carol@bombom.news"]
+    r = bombom(env, "members", "add", "dave@elsewhere.example", owner_url=pg.url())
+    assert r.returncode == 2 and "not in the service domains (bombom.news)" in r.stderr, r.stderr
+    r = bombom(env, "members", "remove", "Carol+y@bombom.news", owner_url=pg.url())
+    assert (r.returncode, r.stdout) == (0, "removed carol@bombom.news\n"), r.stderr
+    r = bombom(env, "members", "remove", "carol@bombom.news", owner_url=pg.url())
+    assert r.returncode == 1 and r.stderr == "Error: carol@bombom.news is not a member\n"
+    assert db.execute("SELECT count(*) FROM members").fetchone()[0] == 2
 
 
 def test_delivery_role_cannot_delete_or_alter(pg: LocalPostgres) -> None:
@@ -166,8 +173,10 @@ def test_quarantine_list_and_replay(env: Env, pg: LocalPostgres, db: psycopg.Con
     assert env.deliver(DIGEST).returncode == 0
     listed = bombom(env, "quarantine", "list", owner_url=pg.url())
     assert listed.returncode == 0
-    lines = listed.stdout.splitlines()
+    header, *lines = listed.stdout.splitlines()
+    assert header.split("\t") == ["id", "finished", "queue id", "recipient", "sha256", "why"]
     assert len(lines) == 1 and hashlib.sha256(garbage).hexdigest()[:12] in lines[0]
+    assert len(lines[0].split("\t")) == 6
     # a "parser fix": the kept raw file now holds a message (same name, as if re-parsed better)
     path = raw_path(env.spool, hashlib.sha256(garbage).hexdigest())
     assert path.exists()

@@ -67,6 +67,9 @@ def test_postgres_stopped_then_started(fenv: Env, cluster: LocalPostgres) -> Non
     r = fenv.deliver(DIGEST)
     assert r.returncode == 75 and r.stdout.startswith(b"4.3.0 ")
     assert kept(fenv, DIGEST)
+    log = fenv.log.read_text() if fenv.log.exists() else ""
+    assert "Traceback" not in log, log  # an expected outage is its one outcome line
+    assert "outcome=tempfail" in log and "database unavailable" in log, log
     cluster.start()
     assert fenv.deliver(DIGEST).returncode == 0
     assert fenv.deliver(DIGEST).returncode == 0

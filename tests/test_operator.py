@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import psycopg
@@ -30,17 +31,24 @@ COMMANDS = [["members", "list"], ["members", "add", "carol@bombom.news"], ["quar
             ["stats"], ["prune", "--days", "30"], ["init-db"], ["replay"]]
 
 
-def bombom(env: Env, *args: str, url: str, as_delivery_user: bool = False,
-           **environ: str) -> subprocess.CompletedProcess[str]:
-    """`bombom --config <the test config>` with `url` as the database."""
-    variables = {"BOMBOM_DATABASE_URL": url, "BOMBOM_LOG": str(env.log), **environ}
+def bombom_argv(env: Env, *args: str, variables: dict[str, str],
+                as_delivery_user: bool = False) -> list[str]:
     argv = [sys.executable, "-m", "bombom_pipe.admin", "--config", str(env.config), *args]
     if as_delivery_user and os.geteuid() == 0:
         python = next(a for a in env.runner if a.endswith("/bin/python"))
         argv = [*env.runner[:env.runner.index("env")], "env", f"PYTHONPATH={env.src}",
                 *(f"{k}={v}" for k, v in variables.items()), python, "-m", "bombom_pipe.admin",
                 "--config", str(env.config), *args]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=120,
+    return argv
+
+
+def bombom(env: Env, *args: str, url: str, as_delivery_user: bool = False,
+           **environ: str) -> subprocess.CompletedProcess[str]:
+    """`bombom --config <the test config>` with `url` as the database."""
+    variables = {"BOMBOM_DATABASE_URL": url, "BOMBOM_LOG": str(env.log), **environ}
+    return subprocess.run(bombom_argv(env, *args, variables=variables,
+                                      as_delivery_user=as_delivery_user),
+                          capture_output=True, text=True, timeout=120,
                           env={**os.environ, **variables})
 
 
@@ -189,3 +197,31 @@ def test_postfix_settings_refuses_a_bad_dsn_in_one_line(env: Env) -> None:
                             "LOOKUP_DSN": "postgresql://l@/x", "ADMIN_DSN": "postgresql://a@/x"})
     out = one_line_refusal(r)
     assert "DELIVERY_DSN" in out
+
+
+def test_worker_makes_its_runtime_directory_or_names_it(env: Env, pg: LocalPostgres) -> None:
+    """Without systemd nobody made /run/bombom: the worker makes it when it may, else one line
+    naming the directory and root's command for it."""
+    missing = "/run/bombom-test-no-such-dir/worker.sock"  # /run is root's
+    r = bombom(env, "worker", "--socket", missing, url=pg.url(), as_delivery_user=True)
+    out = one_line_refusal(r)
+    assert "/run/bombom-test-no-such-dir is missing" in out and "install -d -o " in out, out
+    made = env.spool / "run-made"  # the spool is the delivery user's: it may make this one
+    assert not made.exists()
+    variables = {"BOMBOM_DATABASE_URL": pg.url(), "BOMBOM_LOG": str(env.log)}
+    worker = subprocess.Popen(
+        bombom_argv(env, "worker", "--socket", str(made / "w.sock"), "--processes", "1",
+                    variables=variables, as_delivery_user=True),
+        env={**os.environ, **variables}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        start_new_session=True)
+    try:
+        end = time.monotonic() + 60
+        while not (made / "w.sock").exists() and worker.poll() is None:
+            assert time.monotonic() < end, "no socket"
+            time.sleep(0.1)
+        assert worker.poll() is None, worker.stderr.read() if worker.stderr else ""
+        assert made.stat().st_mode & 0o777 == 0o700
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, 15)
+        worker.wait(30)

@@ -51,15 +51,64 @@ def test_replay_targets_by_date_and_with_everything(db: psycopg.Connection) -> N
                                      timedelta(days=2)) == []
 
 
+DOMAINS = ("bombom.news",)
+
+
 def test_members_add_normalizes_once_and_refuses_what_is_no_address(
         db: psycopg.Connection) -> None:
-    address, new = members.add(db, "Carol+News@Bombom.News")
+    address, new = members.add(db, "Carol+News@Bombom.News", DOMAINS)
     assert address == "carol@bombom.news" and new
-    assert members.add(db, "carol@bombom.news") == ("carol@bombom.news", None)
+    assert members.add(db, "carol@bombom.news", DOMAINS) == ("carol@bombom.news", None)
     for no_address in ("carol", "+news@bombom.news", "@bombom.news", "carol@", "<>"):
         with pytest.raises(ValueError, match="not an address"):
-            members.add(db, no_address)
+            members.add(db, no_address, DOMAINS)
+    for elsewhere in ("carol@bombom.new", "carol@mail.bombom.news", "carol@example.org"):
+        with pytest.raises(ValueError, match=r"not in the service domains \(bombom.news\)"):
+            members.add(db, elsewhere, DOMAINS)
     assert ("carol@bombom.news", 0) in [(m, n) for _, m, n in members.with_counts(db)]
+    assert db.execute("SELECT count(*) FROM members WHERE address LIKE 'carol@%'"
+                      ).fetchone()[0] == 1
+
+
+def test_members_remove_only_without_articles(db: psycopg.Connection) -> None:
+    carol, _ = members.add(db, "carol@bombom.news", DOMAINS)
+    delivered(db, carol, "c" * 64, "tempfail")
+    db.execute("UPDATE deliveries SET member_id = (SELECT id FROM members WHERE address = %s)",
+               (carol,))
+    assert members.remove(db, "Carol+x@Bombom.News") == carol
+    assert members.remove(db, carol) is None
+    assert db.execute("SELECT recipient, member_id FROM deliveries").fetchall() == [(carol, None)]
+    alice = db.execute("SELECT id FROM members WHERE address = %s", (ALICE,)).fetchone()[0]
+    db.execute("INSERT INTO articles (member_id, dedup_key, raw_sha256, raw_path) "
+               "VALUES (%s, 'k', %s, 'p')", (alice, "d" * 64))
+    with pytest.raises(members.HasArticles, match="has 1 articles"):
+        members.remove(db, ALICE)
+    assert [m for _, m, _ in members.with_counts(db)] == [ALICE, BOB]
+
+
+def test_members_map_is_the_members_table(db: psycopg.Connection, tmp_path: Path) -> None:
+    """Postfix's own reader (postmap -q) finds every member, +tag stripped by Postfix."""
+    import shutil
+    import subprocess
+
+    postmap = shutil.which("postmap", path="/usr/sbin:/usr/bin")
+    if postmap is None:
+        pytest.skip("Postfix is not installed (as root, `make deps` installs it)")
+    (tmp_path / "main.cf").write_text("compatibility_level = 3.6\n")
+    path = tmp_path / "bombom-members"
+    assert members.write_map(db, path) == 2
+    members.add(db, "carol@bombom.news", DOMAINS)
+    assert members.write_map(db, path) == 3
+    members.remove(db, BOB)
+    assert members.write_map(db, path) == 2
+
+    def lookup(address: str) -> str:
+        return subprocess.run([postmap, "-c", str(tmp_path), "-q", address, f"hash:{path}"],
+                              capture_output=True, text=True).stdout.strip()
+
+    assert [lookup(a) for a in (ALICE, "CAROL@bombom.news", BOB)] == ["Maildir/", "Maildir/", ""]
+    assert (path.stat().st_mode & 0o777, Path(f"{path}.db").stat().st_mode & 0o777) == (
+        0o640, 0o640)
 
 
 def test_a_second_worker_on_the_same_maildir_is_one_line(tmp_path: Path) -> None:

@@ -41,6 +41,7 @@ def install_env(base: Path, pg: LocalPostgres, dns: str, **overrides: str) -> di
     env = {
         "PREFIX": str(base / "opt"),
         "CONFIG_FILE": str(base / "etc-bombom" / "bombom.conf"),
+        "INSTALL_ENV": str(base / "etc-bombom" / "install.env"),
         "SPOOL_DIR": str(base / "spool"),
         "LOG": str(base / "log" / "deliver.log"),
         "BIN_DIR": str(base / "bin"),
@@ -51,6 +52,11 @@ def install_env(base: Path, pg: LocalPostgres, dns: str, **overrides: str) -> di
         "MAXPROC": "4",
         "DOMAINS": "bombom.news",
         "DNS_SERVERS": dns,  # the loopback test server, never a real resolver
+        # never the host's: /etc/systemd/system, /var/spool/bombom-maildir, /run/bombom
+        "SYSTEMD_DIR": str(base / "systemd"),
+        "MAILDIR_BASE": str(base / "maildir"),
+        "WORKER_SOCKET": str(base / "run" / "worker.sock"),
+        "LMTP_SOCKET": str(base / "run" / "lmtp.sock"),
     }
     return {**env, **overrides}
 
@@ -388,6 +394,7 @@ def test_uninstall_after_switching_modes_puts_back_what_every_mode_changed(
     p.create()
     p.env = {**postfix.env, **{name: str(base / path) for name, path in (
         ("CONFIG_FILE", "etc-bombom/bombom.conf"), ("SPOOL_DIR", "spool"),
+        ("INSTALL_ENV", "etc-bombom/install.env"),
         ("LOG", "log/deliver.log"), ("LOGROTATE_DIR", "logrotate.d"),
         ("SYSTEMD_DIR", "systemd"), ("MAILDIR_BASE", "maildir"),
         ("WORKER_SOCKET", "run/worker.sock"))}}
@@ -398,7 +405,7 @@ def test_uninstall_after_switching_modes_puts_back_what_every_mode_changed(
 
     original = settings()
     modes: dict[str, str] = {}
-    for mode in ("push", "pull", "worker", "push", "pull"):
+    for mode in ("push", "pull", "lmtp", "worker", "push", "pull"):
         p.install(MODE=mode)
         if not modes:  # as an earlier version recorded it: push mode's keys only
             prior = p.etc / "bombom-prior-settings"
@@ -407,8 +414,10 @@ def test_uninstall_after_switching_modes_puts_back_what_every_mode_changed(
         modes.setdefault(mode, settings())
         assert settings() == modes[mode], mode  # the same mode, the same main.cf
     assert modes["push"] == modes["worker"]
+    assert "bombomlmtp_destination_concurrency_limit" in modes["lmtp"]
     assert "virtual_uid_maps" in modes["pull"] and "virtual_uid_maps" not in modes["push"]
     assert "virtual_mailbox_base = /srv/mail" in modes["push"]
     p.install("uninstall", FORCE="1")  # never started: no queue to read
     assert settings() == original
     assert p.run("postconf", "-M", "bombom/unix").stdout == ""
+    assert p.run("postconf", "-M", "bombomlmtp/unix").stdout == ""

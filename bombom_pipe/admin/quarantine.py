@@ -27,6 +27,7 @@ def quarantine_list(obj: Context) -> None:
     """Each unresolved quarantined delivery and why."""
     with obj.connect() as conn:
         kept = ops.unresolved(conn)
+    click.echo("id\tfinished\tqueue id\trecipient\tsha256\twhy")
     for k in kept:
         click.echo(f"{k.id}\t{k.finished_at:%Y-%m-%d %H:%M}\t{k.queue_id or '-'}\t{k.recipient}"
                    f"\t{k.raw_sha256[:12]}\t{k.detail}")

@@ -39,7 +39,28 @@ def worker(obj, socket_path: str | None, no_socket: bool, lmtp_path: str | None,
     if path is None and maildir is None and lmtp is None:
         raise click.ClickException("nothing to do: no worker_socket or lmtp_socket in the "
                                    "config, no --socket, --lmtp-socket or --maildir")
+    for sock in (path, lmtp):
+        if sock:
+            runtime_dir(Path(sock).parent)
     serve(settings, path, processes, maildir, lmtp)
+
+
+def runtime_dir(directory: Path) -> None:
+    """The sockets' directory: made when missing and its parent lets us (0700, ours), else one
+    line naming it and how root makes it (systemd's tmpfiles.d, or the installer, normally
+    have: /run is root's)."""
+    if directory.is_dir():
+        return
+    try:
+        directory.mkdir(mode=0o700)
+    except OSError as e:
+        import pwd
+
+        user = pwd.getpwuid(os.geteuid()).pw_name
+        raise click.ClickException(
+            f"the worker's runtime directory {directory} is missing and cannot be made "
+            f"({e.strerror}); as root: install -d -o {user} -g postfix -m 0750 {directory}"
+        ) from None
 
 
 COMMANDS = (worker,)
