@@ -355,7 +355,8 @@ waiting_in_maildir() {
 worker_command() {
   local args="$VENV/bin/bombom --config=$CONFIG_FILE worker --socket=$WORKER_SOCKET"
   [[ $MODE == lmtp ]] && args="$args --processes=$MAXPROC"
-  if [[ $MODE == pull ]] || (( $(waiting_in_maildir) > 0 )); then
+  # leaving pull: virtual(8) may still write what Postfix resolved before the reload
+  if [[ $MODE == pull || ${EARLIER[MODE]:-} == pull ]] || (( $(waiting_in_maildir) > 0 )); then
     args="$args --maildir=$MAILDIR_BASE/Maildir"
   fi
   echo "$args"
@@ -436,10 +437,11 @@ install_worker() {
       say "  drain them; it runs with --maildir until a later 'make install' finds new/ empty"
       [[ $MODE == push ]] && say "  (MODE=push: start or keep the worker as below; stop it once new/ is empty)"
     else
-      say "$MAILDIR_BASE/Maildir/new is empty: nothing left for the worker to drain"
+      say "$MAILDIR_BASE/Maildir/new is empty, but virtual(8) may still write what Postfix queued"
+      say "  before this switch: the worker keeps --maildir until the next 'make install'"
     fi
   fi
-  if [[ $MODE == push ]] && ((waiting == 0)); then
+  if [[ $MODE == push && ${EARLIER[MODE]:-} != pull ]] && ((waiting == 0)); then
     [[ -f $unit ]] && say "$unit stays; MODE=push configures no worker_socket, so it goes unused (systemctl disable --now bombom-worker.service)"
     return 0
   fi
