@@ -15,15 +15,15 @@ from . import judge, protocol, spool
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def proc_stat(pid: int) -> tuple[str, float, int] | None:
-    """(state letter, CPU seconds, parent pid) of a process, or None if it is gone."""
+def proc_stat(pid: int) -> tuple[str, float] | None:
+    """(state letter, CPU seconds) of a process, or None if it is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()
     except OSError:
         return None
     fields = data[data.rindex(b")") + 2:].split()
-    return fields[0].decode(), (int(fields[11]) + int(fields[12])) / CLK_TCK, int(fields[1])
+    return fields[0].decode(), (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 class Attempt:
@@ -36,7 +36,6 @@ class Attempt:
         now = time.monotonic()
         self.watch = judge.Watch(budget, end, now, self.cpu() or 0.0)
         self.results: list[tuple[str, str] | None] = [None] * len(job.recipients)
-        self.killed = False
 
     def cpu(self) -> float | None:
         st = proc_stat(self.pid)
@@ -66,7 +65,6 @@ class Attempt:
         return self.watch.check(now, st[1] if st else None, st[0] if st else "R")
 
     def kill(self) -> None:
-        self.killed = True
         with contextlib.suppress(OSError):
             os.kill(self.pid, signal.SIGKILL)
 

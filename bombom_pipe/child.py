@@ -14,7 +14,6 @@ import math
 import os
 import resource
 import signal
-import time
 
 from . import config, protocol, spool
 from .judge import GRACE, Budget
@@ -99,7 +98,7 @@ def deliver(settings: config.Settings, job: protocol.Job, fd: int, connect: Conn
     # wait cleanly itself but never answers for a CPU-bound stage (a stalled parser must count
     # as a timeout, judge.py, not come back as an ordinary "try later" forever).
     deadline = Deadline(settings.deadline_seconds)  # as configured, for the reasons given
-    deadline.end = time.monotonic() + job.deadline - time.time() + GRACE / 2
+    deadline.end = protocol.monotonic(job.deadline) + GRACE / 2
     budget = Budget.of(settings.deadline_seconds)
     cpu_backstop(budget.parse_cpu + budget.auth_cpu)
     answered = 0

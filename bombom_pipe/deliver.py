@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING
 
 from . import config, spool
 from .auth import Auth, judge
-from .deadline import GRACE, Deadline, DeadlineExceeded
-from .judge import AUTH_BUDGET, OVERRUN, PARSE_BUDGET, WORKING
+from .deadline import Deadline, DeadlineExceeded
+from .judge import AUTH_BUDGET, GRACE, OVERRUN, PARSE_BUDGET, overran
 from .log import Log
 from .outcomes import Outcome
 from .store import Delivery, Result
@@ -70,7 +70,7 @@ def _parse(raw: bytes, log: Log) -> tuple[ParsedMessage | None, str | None]:
     except MemoryError:
         return None, PARSE_BUDGET
     except DeadlineExceeded:
-        if time.process_time() - cpu < WORKING * (time.monotonic() - wall):
+        if not overran(time.process_time() - cpu, time.monotonic() - wall):
             raise
         return None, PARSE_BUDGET
     except Exception as e:  # a parser bug must not cost the message: keep it for replay
@@ -89,7 +89,7 @@ def _authenticate(settings: config.Settings, raw: bytes, msg: ParsedMessage,
     except MemoryError:
         return None, AUTH_BUDGET
     except DeadlineExceeded:
-        if time.process_time() - cpu < WORKING * (time.monotonic() - wall):
+        if not overran(time.process_time() - cpu, time.monotonic() - wall):
             raise
         return None, AUTH_BUDGET
 
@@ -224,15 +224,22 @@ def _store_one(settings: config.Settings, saved: spool.Saved, envelope: Envelope
         result = Result(Outcome.TEMPFAIL, _describe(e, deadline))
     if result.outcome is Outcome.TEMPFAIL and d is not None:
         _audit_tempfail(settings, d, result, log)
+    _log_outcome(log, envelope, d.recipient if d else None, source, msg, saved, t0, result)
+    return result
+
+
+def _log_outcome(log: Log, envelope: Envelope, recipient: str | None, source: str,
+                 msg: ParsedMessage | None, saved: spool.Saved, t0: float, result: Result
+                 ) -> None:
+    """The one log line of a delivery to one recipient."""
     log.info(
         f"{envelope.queue_id or '-'}: outcome={result.outcome.value}"
-        f" recipient={d.recipient if d else '-'}"
+        f" recipient={recipient or '-'}"
         f"{'' if source == 'envelope' else f' (from {source} header)'}"
         f" orig_to={envelope.original_recipient or '-'}"
         f" message_id=<{(msg.message_id if msg else None) or ''}> sha256={saved.sha256}"
         f" ms={int((time.monotonic() - t0) * 1000)} {result.detail}"
     )
-    return result
 
 
 def _audit_tempfail(settings: config.Settings, d: Delivery, result: Result, log: Log) -> None:

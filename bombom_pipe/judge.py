@@ -38,6 +38,12 @@ OVERRUN = {"parse": PARSE_BUDGET, "auth": AUTH_BUDGET}
 SIGKILL, SIGXCPU = 9, 24  # Linux; the judge imports no `signal`
 
 
+def overran(cpu_used: float, wall: float) -> bool:
+    """At the deadline: a CPU-bound stage that used at least `WORKING` of its wall time was
+    working (the message's doing); one that used less was starved or stalled."""
+    return cpu_used >= WORKING * wall
+
+
 @dataclass(frozen=True, slots=True)
 class Budget:
     """Every stage's limit, from the one configured deadline."""
@@ -91,7 +97,7 @@ class Watch:
         if state in "Tt":
             return Verdict("tempfail", "delivery process stopped", elsewhere=True)
         if self.stage in CPU_BOUND and now >= self.end:
-            if used >= WORKING * (now - self.entered):
+            if overran(used, now - self.entered):
                 return Verdict("quarantined", OVERRUN[self.stage], counts=True)
             return Verdict("tempfail", f"deadline reached in stage {self.stage} (starved)",
                            counts=True)

@@ -21,8 +21,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .protocol import MAX_RECIPIENTS
+
 MAX_COMMAND = 4096
-MAX_RECIPIENTS = 1000
 ADDRESS = re.compile(rb"<([^<>]*)>")
 
 OK_OUTCOMES = ("stored", "duplicate", "quarantined")

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import asdict, dataclass, replace
 
 from .judge import STAGES
 
@@ -84,8 +85,31 @@ class Job:
             raise Garbage(f"bad job: {type(e).__name__} {e}"[:200]) from None
 
     def with_quarantine(self, reason: str, deadline: float) -> Job:
-        return Job(self.sha256, self.size, self.door, self.started, deadline, self.recipients,
-                   self.sender, self.queue_id, self.client_address, reason)
+        return replace(self, quarantine=reason, deadline=deadline)
+
+    def only(self, indices: list[int]) -> Job:
+        """The same job for some of its recipients."""
+        return replace(self, recipients=tuple(self.recipients[i] for i in indices))
+
+
+def monotonic(epoch: float) -> float:
+    """A Unix time of the wire (a job's deadline) on this process's monotonic clock."""
+    return time.monotonic() + epoch - time.time()
+
+
+def epoch(monotonic: float) -> float:
+    """A point on this process's monotonic clock as a Unix time, for the wire."""
+    return time.time() + monotonic - time.monotonic()
+
+
+def peer(sock: object) -> tuple[int, int]:
+    """(pid, uid) of the process at the other end of a unix socket (SO_PEERCRED)."""
+    import socket
+    import struct
+
+    pid, uid, _ = struct.unpack("3i", sock.getsockopt(  # type: ignore[attr-defined]
+        socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    return pid, uid
 
 
 def _opt(value: object) -> str | None:

@@ -23,9 +23,10 @@ import select
 import sys
 import time
 
-from . import child, config, judge, protocol, spool
+from . import config, judge, protocol, spool
 from .attempt import Attempt, proc_stat, settle
-from .deadline import GRACE, Deadline, DeadlineExceeded
+from .deadline import Deadline, DeadlineExceeded
+from .judge import GRACE
 from .log import Log
 from .outcomes import Outcome
 
@@ -106,7 +107,7 @@ def run(argv: list[str]) -> tuple[Outcome, str]:
     # from here every wait has a timeout; the last layer, should a bug of ours loop:
     deadline.watchdog(3 * GRACE + 2, b"4.3.0 deadline reached; will retry\n")
     job = protocol.Job.make(
-        saved.sha256, saved.size, "pipe", started, _epoch(deadline.end - CHILD_MARGIN),
+        saved.sha256, saved.size, "pipe", started, protocol.epoch(deadline.end - CHILD_MARGIN),
         [(args["recipient"], args["original_recipient"])], sender=args["sender"],
         queue_id=args["queue_id"], client_address=args["client_address"])
     outcome, detail = deliver(settings, job, log)
@@ -117,7 +118,10 @@ def run(argv: list[str]) -> tuple[Outcome, str]:
 
 def fork(settings: config.Settings, job: protocol.Job, ident: str = "bombom-deliver"
          ) -> tuple[int, int]:
-    """Fork a child that runs the delivery (child.py), logging as `ident`; its pipe's fd."""
+    """Fork a child that runs the delivery (child.py), logging as `ident`: (its pipe's fd, its
+    pid). child.py is imported here, on the cold path only."""
+    from . import child
+
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child never comes back
@@ -155,18 +159,26 @@ def watch(a: Attempt) -> judge.Verdict | None:
     return None
 
 
+def _in_child(settings: config.Settings, job: protocol.Job, budget: judge.Budget, ident: str
+              ) -> tuple[Outcome, str] | judge.Verdict:
+    """`job` (one recipient) run in a child of ours and judged here: its outcome, or the
+    judge's verdict when it gave none."""
+    fd, pid = fork(settings, job, ident)
+    a = Attempt(fd, pid, job, budget, protocol.monotonic(job.deadline), forked=True)
+    verdict = watch(a)
+    a.close()
+    if verdict is not None:
+        return verdict
+    outcome, detail = a.results[0]  # type: ignore[misc]
+    return Outcome(outcome), detail
+
+
 def cold(settings: config.Settings, job: protocol.Job, log: Log, ident: str = "bombom-deliver"
          ) -> tuple[Outcome, str]:
     """Deliver `job` (one recipient) in a child of ours, judged here."""
-    budget = judge.Budget.of(settings.deadline_seconds)
-    end = _monotonic(job.deadline)
-    fd, pid = fork(settings, job, ident)
-    a = Attempt(fd, pid, job, budget, end, forked=True)
-    verdict = watch(a)
-    a.close()
-    if verdict is None:
-        outcome, detail = a.results[0]  # type: ignore[misc]
-        return Outcome(outcome), detail
+    verdict = _in_child(settings, job, judge.Budget.of(settings.deadline_seconds), ident)
+    if not isinstance(verdict, judge.Verdict):
+        return verdict
     verdict = settle(settings.spool_dir, job.sha256, verdict)
     log.error(f"{job.queue_id or '-'}: delivery process: {verdict.reason}")
     if verdict.outcome == "quarantined":
@@ -178,14 +190,10 @@ def _quarantine(settings: config.Settings, job: protocol.Job, why: str, log: Log
                 ) -> tuple[Outcome, str]:
     """Record the message as quarantined with `why`, in a fresh child, within GRACE."""
     log.error(f"{job.queue_id or '-'}: quarantining sha256={job.sha256}: {why}")
-    end = time.monotonic() + GRACE
-    fd, pid = fork(settings, job.with_quarantine(why, _epoch(end - CHILD_MARGIN)), ident)
-    a = Attempt(fd, pid, job, judge.Budget.of(GRACE), end, forked=True)
-    verdict = watch(a)
-    a.close()
-    if verdict is None:
-        outcome, detail = a.results[0]  # type: ignore[misc]
-        return Outcome(outcome), detail
+    end = protocol.epoch(time.monotonic() + GRACE - CHILD_MARGIN)
+    verdict = _in_child(settings, job.with_quarantine(why, end), judge.Budget.of(GRACE), ident)
+    if not isinstance(verdict, judge.Verdict):
+        return verdict
     log.error(f"quarantine not recorded: {verdict.reason}")
     return Outcome.TEMPFAIL, f"{why}; quarantine not recorded"
 
@@ -200,11 +208,7 @@ def trusted_peer(s: object, path: str) -> int:
     """The worker's pid, if the peer of `s` runs as our uid and the socket's directory belongs
     to that uid and is writable by nobody else (else anyone who could bind `path` could take,
     and lose, our messages)."""
-    import socket
-    import struct
-
-    pid, uid, _ = struct.unpack("3i", s.getsockopt(  # type: ignore[attr-defined]
-        socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    pid, uid = protocol.peer(s)
     if uid != os.getuid():
         raise WorkerGone(f"its peer runs as uid {uid}, not ours")
     st = os.stat(os.path.dirname(os.path.abspath(path)))
@@ -233,7 +237,7 @@ def warm(settings: config.Settings, job: protocol.Job, log: Log) -> tuple[Outcom
         lines = protocol.Lines()
         accepted = False
         accept_by = time.monotonic() + ACCEPT_WAIT
-        late = _monotonic(job.deadline) + WORKER_LATE
+        late = protocol.monotonic(job.deadline) + WORKER_LATE
         while True:
             now = time.monotonic()
             if not accepted and now >= accept_by:
@@ -270,15 +274,6 @@ def deliver(settings: config.Settings, job: protocol.Job, log: Log,
         except WorkerGone as e:
             if str(e):
                 log.error(f"worker {settings.worker_socket}: {e}; delivering without it")
-            if _monotonic(job.deadline) - time.monotonic() < MIN_COLD:
+            if protocol.monotonic(job.deadline) - time.monotonic() < MIN_COLD:
                 return Outcome.TEMPFAIL, f"deadline of {settings.deadline_seconds:g}s reached"
     return cold(settings, job, log, ident)
-
-
-def _epoch(monotonic: float) -> float:
-    """A point in time as another process understands it (protocol.py)."""
-    return time.time() + monotonic - time.monotonic()
-
-
-def _monotonic(epoch: float) -> float:
-    return time.monotonic() + epoch - time.time()

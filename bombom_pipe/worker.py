@@ -26,7 +26,6 @@ import pwd
 import selectors
 import signal
 import socket
-import struct
 import subprocess
 import time
 from collections import deque
@@ -36,7 +35,7 @@ from pathlib import Path
 
 from . import child, config, judge, lmtp, protocol, spool
 from .attempt import Attempt, settle
-from .deadline import GRACE
+from .judge import GRACE
 from .log import Log
 from .maildir import Maildir, envelope, received
 
@@ -103,7 +102,6 @@ class Task:
     answer: Callable[[int, str, str], None]
     taken: Callable[[], None] = lambda: None
     expired: Callable[[], None] = lambda: None  # not taken by `expires`: dropped, unanswered
-    queued: float = field(default_factory=time.monotonic)
     expires: float | None = None  # the pipe door: bombom-deliver then goes cold
     left: list[int] = field(default_factory=list)  # recipients not answered yet
     moved: int = 0  # times taken away from a stopped process
@@ -269,14 +267,14 @@ class Worker:
 
     def _judge(self, now: float) -> None:
         for proc in list(self.procs.values()):
-            if proc.attempt is not None and not proc.attempt.killed:
+            if proc.attempt is not None:
                 verdict = proc.attempt.check(now)
                 if verdict is not None:
                     self._end(proc, verdict)
         for task in [t for t in self.queue if t.expires is not None and now >= t.expires]:
             self.queue.remove(task)
             task.expired()
-        for task in [t for t in self.queue if now >= _monotonic(t.job.deadline)]:
+        for task in [t for t in self.queue if now >= protocol.monotonic(t.job.deadline)]:
             self.queue.remove(task)
             self._settle(task, judge.Verdict("tempfail", "no delivery process was free "
                                                          "before the deadline"))
@@ -297,7 +295,7 @@ class Worker:
         if not task.left:
             return
         verdict = settle(self.settings.spool_dir, task.job.sha256, verdict)
-        time_left = _monotonic(task.job.deadline) - time.monotonic()
+        time_left = protocol.monotonic(task.job.deadline) - time.monotonic()
         if verdict.elsewhere and task.moved < 2 and time_left > 1.0:
             task.moved += 1
             self.queue.appendleft(task)
@@ -347,12 +345,8 @@ class Worker:
                     self._run(idle.pop(), task)
 
     def _run(self, proc: Proc, task: Task) -> None:
-        job = task.job
         index = list(task.left)
-        if len(index) < len(job.recipients):
-            job = protocol.Job(job.sha256, job.size, job.door, job.started, job.deadline,
-                               tuple(job.recipients[i] for i in index), job.sender, job.queue_id,
-                               job.client_address, job.quarantine)
+        job = task.job if len(index) == len(task.job.recipients) else task.job.only(index)
         try:
             proc.ctl.sendall(protocol.encode(job.to_wire()))
         except OSError:
@@ -361,21 +355,17 @@ class Worker:
         budget = judge.Budget.of(GRACE) if job.quarantine else self.budget
         proc.task, proc.index = task, index
         proc.attempt = Attempt(proc.ctl.fileno(), proc.pid, job, budget,
-                               _monotonic(job.deadline), forked=False)
+                               protocol.monotonic(job.deadline), forked=False)
         task.taken()
 
     # -- the pipe door: bombom-deliver ---------------------------------------------------------
-    def _peer_uid(self, conn: socket.socket) -> int:
-        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        return struct.unpack("3i", creds)[1]
-
     def _accept(self, listener: socket.socket, allowed: set[int]) -> Iterator[socket.socket]:
         while True:
             try:
                 conn, _ = listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            uid = self._peer_uid(conn)
+            _, uid = protocol.peer(conn)
             if uid not in allowed:
                 self.log.error(f"refused a connection from uid {uid}")
                 conn.close()
@@ -510,9 +500,9 @@ class LmtpClient:
         self.worker, self.conn = worker, conn
         self.session = lmtp.Session(socket.gethostname(), worker.size_limit, worker.member,
                                     worker.too_busy, self.data)
-        self.last = time.monotonic()
         self.out = bytearray(self.session.greeting())
-        self.pending: list[bytes | None] = []
+        self.pending: list[bytes | None] = []  # the current transaction's replies, in order
+        self.sent = 0  # how many of them went out
         worker.sel.register(conn, selectors.EVENT_READ, self.readable)
         self.flush()
 
@@ -553,7 +543,6 @@ class LmtpClient:
         if not data:
             self.close()
             return
-        self.last = time.monotonic()
         self.out += self.session.feed(data)
         self.flush()
 
@@ -585,10 +574,6 @@ class LmtpClient:
             self.out += self.session.answer(self.pending[self.sent])  # type: ignore[arg-type]
             self.sent += 1
         self.flush()
-
-
-def _monotonic(epoch: float) -> float:
-    return time.monotonic() + epoch - time.time()
 
 
 def _postfix_size_limit() -> int:

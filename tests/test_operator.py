@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from bombom_pipe.deadline import GRACE
+from bombom_pipe.judge import GRACE
 from bombom_pipe.ops.postfix import (
     STARTUP_MARGIN,
     pgpass_line,

@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from bombom_pipe.deadline import GRACE
+from bombom_pipe.judge import GRACE
 from bombom_pipe.spool import raw_path
 
 from .builders import DIGEST, message, misbehaving, with_parser_hooks

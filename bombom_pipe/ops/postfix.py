@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from ..deadline import GRACE
+from ..judge import GRACE
 
 #: seconds between the watchdog's last word and Postfix's SIGKILL: interpreter start-up and
 #: imports on a loaded machine happen before our deadline starts counting
