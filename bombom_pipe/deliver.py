@@ -186,8 +186,12 @@ def deliver_all(settings: config.Settings, saved: spool.Saved, envelopes: Sequen
         early = Result(Outcome.TEMPFAIL, f"spool: {e}")
     results = []
     for i, envelope in enumerate(envelopes):
-        result = early or _store_one(settings, saved, envelope, msg, reason, auth, deadline,
-                                     log, started, connect, t0)
+        if early is None:
+            result = _store_one(settings, saved, envelope, msg, reason, auth, deadline, log,
+                                started, connect, t0)
+        else:  # the parse, authenticate or spool step failed for all: each still logs its line
+            result = early
+            _log_outcome(log, envelope, envelope.recipient, "envelope", msg, saved, t0, result)
         results.append(result)
         each(i, result)
     return results

@@ -187,6 +187,22 @@ def test_unwritable_spool_is_75(env: Env, db: psycopg.Connection) -> None:
     assert count(db, "SELECT count(*) FROM deliveries") == 0
 
 
+def test_attachments_unsavable_is_75_and_logged(env: Env, db: psycopg.Connection) -> None:
+    """The raw message is kept but its attachment cannot be (the spool's att/ is not a
+    directory): 75, Postfix retries, and the delivery still writes its one outcome line."""
+    (env.spool / "att").write_text("not a directory")
+    give(env.spool / "att", "nobody")
+    raw = (b"From: Letter <letter@news.example.kr>\r\nSubject: with a file\r\n"
+           b"Message-ID: <att-1@news.example.kr>\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+           b"Content-Type: text/plain\r\n\r\nhello\r\n--b\r\nContent-Type: application/pdf"
+           b"\r\nContent-Disposition: attachment; filename=a.pdf\r\n\r\n%PDF-1.4 x\r\n--b--\r\n")
+    r = env.deliver(raw)
+    assert r.returncode == 75 and line(r).startswith("4.3.0 tempfail spool: "), r
+    assert f"outcome=tempfail recipient={ALICE} orig_to=- message_id=<att-1@news.example.kr>" \
+        in env.log.read_text()
+
+
 @pytest.mark.parametrize("text, mode, why", [
     (None, 0o604, "world-readable"),
     ('database_url = "dbname=x"\nspool_dri = "/tmp"\n', 0o600, "unknown key(s) spool_dri"),
