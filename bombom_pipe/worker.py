@@ -386,16 +386,18 @@ class Worker:
         """"member", "unknown" or "down" (the database did not answer: 451 at RCPT)."""
         if time.monotonic() < self.down_until:
             return "down"
-        for fresh in (self.lookup_conn is None, True):  # a kept connection may have gone stale
+        while True:
+            stale = self.lookup_conn is not None  # a kept connection may have gone stale
             try:
                 return "member" if self._find_member(address) else "unknown"
             except Exception as e:  # noqa: BLE001 - any failure is "try later", never "unknown"
                 with contextlib.suppress(Exception):
                     self.lookup_conn.close()  # type: ignore[union-attr]
                 self.lookup_conn = None
-                if fresh:
+                if not stale:  # a fresh connection failed too: the database is down
                     self.log.error(f"member lookup failed ({type(e).__name__}); answering 451 "
                                    f"for {DOWN_PAUSE:g} s")
+                    break
         self.down_until = time.monotonic() + DOWN_PAUSE
         return "down"
 
