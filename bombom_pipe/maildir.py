@@ -39,7 +39,8 @@ class Maildir:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.new, self.cur, self.claimed = root / "new", root / "cur", root / "claimed"
-        self._pass: Iterator[os.DirEntry[str]] | None = None
+        self._pass: Iterator[os.DirEntry[str]] | None = None  # this pass over new/
+        self._found = False  # whether it found a file
         self._next_pass = 0.0
         self._waiting: list[tuple[float, str]] = []  # (when, name) of files to retry
         self._tries: dict[str, int] = {}
@@ -125,9 +126,6 @@ class Maildir:
                                        path.name))
         return wait
 
-    def counts(self) -> tuple[int, int]:
-        """(files waiting for a first try, files claimed): for the log and `bombom check`."""
-        return len(os.listdir(self.new)), len(os.listdir(self.claimed))
 
 
 def envelope(head: bytes) -> dict[str, str | None]:
