@@ -9,8 +9,9 @@ Two methods (config `auth_method`):
   (`dns_timeout_seconds`); a lookup that times out or fails is a `temperror` verdict, never an
   exception.
 - `authentication-results`: trust only the topmost `Authentication-Results` header carrying our
-  own `authserv_id` (added by a milter such as OpenDKIM/OpenDMARC or rspamd, which must remove
-  forged ones with that id). No DNS here.
+  own `authserv_id` (added by a milter such as OpenDKIM/OpenDMARC or rspamd; Postfix removes
+  every incoming one first: `make install AUTH_METHOD=authentication-results`, docs/postfix.md).
+  No DNS here.
 
 The verdict, in this order: `pass` (a valid signature aligned with the From domain that covers
 the whole body, or SPF `pass` for an envelope sender aligned with it), `temperror` (a DNS lookup

@@ -29,7 +29,7 @@ INSTALL_ENV=${INSTALL_ENV:-/etc/bombom/install.env}
 REMEMBERED=(DOMAINS MODE PREFIX CONFIG_FILE SPOOL_DIR PIPE_USER DATABASE DELIVERY_DSN LOOKUP_DSN
             ADMIN_DSN ADMIN_CONFIG LOOKUP_PASSFILE BIN_DIR LOGROTATE_DIR DEADLINE MAXPROC LOG
             DNS_SERVERS MAILDIR_BASE SYSTEMD_DIR WORKER_SOCKET LMTP_SOCKET MESSAGE_SIZE_LIMIT
-            POSTFIX_CONFIG_DIR PYTHON)
+            POSTFIX_CONFIG_DIR PYTHON AUTH_METHOD AUTHSERV_ID)
 declare -A GIVEN=() EARLIER=()
 for name in "${REMEMBERED[@]}"; do [[ -n ${!name+set} ]] && GIVEN[$name]=1; done
 if [[ -f $INSTALL_ENV ]]; then
@@ -65,6 +65,15 @@ MESSAGE_SIZE_LIMIT=${MESSAGE_SIZE_LIMIT:-20480000}
 POSTFIX_CONFIG_DIR=${POSTFIX_CONFIG_DIR:-/etc/postfix}
 PYTHON=${PYTHON:-/usr/bin/python3}                    # the pipe user must be able to run it
 DNS_SERVERS=${DNS_SERVERS:-}                          # DKIM/SPF/DMARC lookups; empty: the system's
+# Who sent it: dkim (verified by bombom-deliver) or authentication-results (trust the header a
+# milter in front adds as AUTHSERV_ID; default: Postfix's myhostname, as OpenDKIM's own default).
+# An earlier hand edit of bombom.conf that chose authentication-results is taken as given.
+if [[ -z ${AUTH_METHOD:-} ]] && grep -Eq '^auth_method[[:space:]]*=[[:space:]]*"authentication-results"' "$CONFIG_FILE" 2>/dev/null; then
+  AUTH_METHOD=authentication-results
+  AUTHSERV_ID=${AUTHSERV_ID:-$(sed -nE 's/^authserv_id[[:space:]]*=[[:space:]]*"([^"]*)".*/\1/p' "$CONFIG_FILE" | head -1)}
+fi
+AUTH_METHOD=${AUTH_METHOD:-dkim}
+AUTHSERV_ID=${AUTHSERV_ID:-}
 if [[ -z ${LOG:-} ]]; then                            # no syslog daemon: no /dev/log
   if [[ -S /dev/log ]]; then LOG=syslog; else LOG=/var/log/bombom/deliver.log; fi
 fi
@@ -96,6 +105,7 @@ CHANGED=0                                              # reload Postfix only whe
 SERVICE=bombom                                         # the master.cf name; main.cf uses bombom_*
 LMTP_SERVICE=bombomlmtp                                # MODE=lmtp's lmtp(8) client in master.cf
 MAP=$POSTFIX_CONFIG_DIR/bombom-recipients.cf
+HEADER_CHECKS=$POSTFIX_CONFIG_DIR/bombom-header-checks   # authentication-results mode's
 MEMBERS_MAP=$POSTFIX_CONFIG_DIR/bombom-members         # hash: table `bombom members` keeps
 OLD_PASSFILE=$POSTFIX_CONFIG_DIR/bombom-recipients.pgpass  # earlier installs kept it there
 PRIOR=$POSTFIX_CONFIG_DIR/bombom-prior-settings        # what `uninstall` puts back
@@ -108,9 +118,11 @@ SETTINGS=(TIME_LIMIT DELIVERY_DSN DELIVERY_ROLE DELIVERY_PASSWORD LOOKUP_HOSTS L
 VARS=(DOMAINS DOMAIN_LIST PREFIX CONFIG_FILE SPOOL_DIR PIPE_USER DELIVERY_DSN LOOKUP_HOSTS
       LOOKUP_DBNAME LOOKUP_PASSFILE ADMIN_DSN DEADLINE MAXPROC MESSAGE_SIZE_LIMIT
       POSTFIX_CONFIG_DIR TIME_LIMIT LOG LOGROTATE_DIR DNS_SERVERS MEMBERS_MAP
-      WORKER_SOCKET_LINE LMTP_SOCKET_LINE)
+      WORKER_SOCKET_LINE LMTP_SOCKET_LINE AUTH_METHOD_LINE AUTHSERV_ID_LINE)
 WORKER_SOCKET_LINE='# worker_socket: none (MODE=push)'   # bombom.conf; see worker_mode below
 LMTP_SOCKET_LINE='# lmtp_socket: none (MODE=lmtp only)'
+AUTH_METHOD_LINE='# auth_method = "authentication-results"'   # bombom.conf; see auth_mode below
+AUTHSERV_ID_LINE='# authserv_id = "mx.bombom.news"'
 
 say() { printf 'bombom install: %s\n' "$*"; }
 die() { printf 'bombom install: error: %s\n' "$*" >&2; exit 1; }
@@ -157,7 +169,7 @@ install_file() {
 }
 
 # "key = value" lines of the main.cf fragment, placeholders filled.
-main_cf_settings() { render "$HERE/main.cf" | grep -Ev '^[[:space:]]*(#|$)' | mode_settings; }
+main_cf_settings() { render "$HERE/main.cf" | grep -Ev '^[[:space:]]*(#|$)' | mode_settings | auth_settings; }
 
 # The master.cf entry as one line (comments dropped, continuation lines joined).
 master_cf_entry() { render "$HERE/master.cf" | grep -Ev '^[[:space:]]*(#|$)' | tr -s ' \n\t' ' ' | sed 's/ $//'; }
@@ -210,6 +222,9 @@ install_files() {
   install -d -m 0755 "$(dirname "$CONFIG_FILE")" "$(dirname "$LOOKUP_PASSFILE")"
   install_config
   install_file "$MAP" "root:postfix" 0640 < <(render "$HERE/bombom-recipients.cf")
+  if [[ $AUTH_METHOD == authentication-results ]]; then
+    install_file "$HEADER_CHECKS" root:root 0644 < <(render "$HERE/bombom-header-checks")
+  fi
   # the lookup password, for libpq in proxymap (which runs as postfix): outside Postfix's
   # directory, which must hold only root's files; libpq ignores a passfile others may read
   if [[ -n $LOOKUP_PASSFILE_LINE ]]; then
@@ -395,6 +410,40 @@ worker_mode() {
   esac
 }
 
+# auth_method = authentication-results: bombom-deliver trusts the Authentication-Results header
+# carrying AUTHSERV_ID, so that header must come only from our own milter. Postfix strips every
+# incoming one (header_checks; the headers a milter adds are not subject to header_checks), and a
+# milter must be there to add it, with mail deferred while it is down (docs/postfix.md).
+auth_mode() {
+  case $AUTH_METHOD in
+    dkim) return 0 ;;
+    authentication-results) ;;
+    *) die "AUTH_METHOD must be dkim or authentication-results" ;;
+  esac
+  [[ -n $AUTHSERV_ID ]] || AUTHSERV_ID=$(pf postconf -xh myhostname)
+  [[ $AUTHSERV_ID =~ ^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$ ]] ||
+    die "AUTHSERV_ID must be a host name (the milter's AuthservID), not '$AUTHSERV_ID'"
+  [[ -n $(pf postconf -xh smtpd_milters) ]] || die "AUTH_METHOD=authentication-results trusts a
+  milter's Authentication-Results, but smtpd_milters is empty: set up OpenDKIM (and OpenDMARC)
+  with AuthservID $AUTHSERV_ID first (docs/postfix.md), or keep AUTH_METHOD=dkim"
+  [[ $(pf postconf -xh milter_default_action) != accept ]] || die "milter_default_action = accept
+  would let mail in unverified while the milter is down: use tempfail (Postfix's default)"
+  AUTH_METHOD_LINE='auth_method = "authentication-results"'
+  AUTHSERV_ID_LINE="authserv_id = \"$AUTHSERV_ID\""
+}
+
+# main.cf's lines on stdin, and in authentication-results mode header_checks: ours first, then
+# whatever the operator had before the install.
+auth_settings() {
+  cat
+  [[ $AUTH_METHOD == authentication-results ]] || return 0
+  local line before=""
+  line=$(grep -E '^header_checks[[:space:]]*=' "$PRIOR" 2>/dev/null | head -1) || true
+  before=${line#*=}; before=${before# }
+  render "$HERE/main-authentication-results.cf" | grep -Ev '^[[:space:]]*(#|$)' |
+    sed -E "s#\$#${before:+, $before}#"
+}
+
 # lmtp mode's master.cf service: present in that mode only
 apply_lmtp_service() {
   local entry current=""
@@ -551,6 +600,7 @@ install_config() {
 cmd_install() {
   preflight
   worker_mode
+  auth_mode
   show_changes
   install_venv
   if [[ -f $OLD_PASSFILE && ! -e $LOOKUP_PASSFILE ]]; then  # keep an earlier install's password
@@ -620,7 +670,7 @@ cmd_uninstall() {
   fi
   # bombom_* parameters without the service would only draw "unused parameter" warnings
   { grep -Eo "^(${SERVICE}|${LMTP_SERVICE})_[a-z_]+" "$POSTFIX_CONFIG_DIR/main.cf" || true; } | xargs -r -n1 "postconf" -c "$POSTFIX_CONFIG_DIR" -X
-  rm -f "$MAP" "$OLD_PASSFILE" "$MEMBERS_MAP" "$MEMBERS_MAP.db"
+  rm -f "$MAP" "$OLD_PASSFILE" "$MEMBERS_MAP" "$MEMBERS_MAP.db" "$HEADER_CHECKS"
   uninstall_worker
   CHANGED=1
   check_and_reload
