@@ -52,6 +52,8 @@ WEB_VERSION = phrase_pattern("web_version")
 TROUBLE_VIEWING = phrase_pattern("trouble_viewing")
 CLICK_HERE = phrase_pattern("click_here")
 ARRIVAL = phrase_pattern("arrival")  # "your newsletter is here": says nothing of this letter
+ADDRESS = phrase_pattern("address_line")  # the publisher's street address or telephone
+ARCHIVE = phrase_pattern("archive_notice")  # "past issues are on our site", "[print]"
 # lines at the top of a letter that say nothing about it
 LEAD_JUNK = re.compile(
     "|".join(phrase_pattern(k).pattern
@@ -59,7 +61,7 @@ LEAD_JUNK = re.compile(
     re.IGNORECASE,
 )
 BOILERPLATE = re.compile(
-    rf"{TROUBLE_VIEWING.pattern}|{WEB_VERSION.pattern}|click\s+here\s+to\s+view"
+    rf"{TROUBLE_VIEWING.pattern}|{WEB_VERSION.pattern}|{ARCHIVE.pattern}|click\s+here\s+to\s+view"
     r"|add\s+us\s+to\s+your\s+address\s+book|^\(?광고\)?$",
     re.IGNORECASE,
 )
@@ -239,11 +241,14 @@ def preview(doc: HtmlDoc | None, text: str, subject: str | None = None,
         if not pieces and _names_brand(block, brand):
             skipped.append(block)
             continue  # the sender's name at the top: the masthead, in text
-        if LEAD_JUNK.search(block) and block_start < PREHEADER_WINDOW and size < MASTHEAD_CHARS \
+        if block_start < PREHEADER_WINDOW and size < MASTHEAD_CHARS and _letterhead(block) \
                 and not any(_SENTENCE_END.search(piece) for piece in pieces):
             skipped.extend(pieces)
-            pieces, size = [], 0  # a date, issue number or reading time: what stood above it
-            continue  # was the masthead, and the letter starts after it
+            pieces, size = [], 0  # a date, issue number, reading time or address: what stood
+            continue  # above it was the masthead, and the letter starts after it
+        if not pieces and _SECTION_LABEL.match(block):
+            skipped.append(block)
+            continue  # "■ 자료": a section's label above its first headline
         if not pieces and len(block) < 80 and ARRIVAL.search(block):
             continue
         if not pieces and title and len(block) < 2 * len(subject or "") + 20 \
@@ -259,6 +264,34 @@ def preview(doc: HtmlDoc | None, text: str, subject: str | None = None,
 
 
 _LETTER = re.compile(r"[^\W\d_]")
+# a glyph and one or two words: the label of the section below ("■ 자료", "▶ 공지사항")
+_SECTION_LABEL = re.compile(
+    r"[■□▪▫▶▷►▸◆◇◈●○◎◉★☆※▣➤➢»•·]\s*[^\s.!?…]{1,12}(?:\s+[^\s.!?…]{1,12})?\s*$")
+# the parts of an issue line: "제 123호 (2016/05/31)", "Vol. 45 | May 31, 2016"
+_ISSUE_PARTS = re.compile(r"\s*[|·•()\[\]–—]\s*|\s+-\s+")
+MAX_LETTERHEAD_CHARS = 200
+
+
+def _letterhead(block: str) -> bool:
+    """Whether a block at the top is letterhead, not letter: a date, issue number, reading time
+    or notice alone; an issue line made of such parts, perhaps after the letter's name ("봄빛
+    소식지 제123호 (2016/05/31)"); or a line with the publisher's street address or telephone
+    that is no sentence."""
+    if LEAD_JUNK.search(block):
+        return True
+    if len(block) > MAX_LETTERHEAD_CHARS:
+        return False
+    if ADDRESS.search(block):
+        return not _SENTENCE_END.search(block)
+    words = block.split(" ")
+    for cut in range(min(len(words), 6)):
+        head = " ".join(words[:cut])
+        if len(head) > MASTHEAD_CHARS or _SENTENCE_END.search(head):
+            return False
+        parts = [p for p in _ISSUE_PARTS.split(" ".join(words[cut:])) if re.search(r"\w", p)]
+        if parts and all(LEAD_JUNK.search(p) for p in parts):
+            return True
+    return False
 
 
 def _names_brand(block: str, brand: str) -> bool:
@@ -293,7 +326,7 @@ def _menu_blocks(doc: HtmlDoc, scan: int = 40, item: int = 30) -> set[int]:
             texts.setdefault(index, []).append(link.text)
     linked = sorted(i for i, t in texts.items()
                     if _letters(" ".join(t)) >= _letters(doc.blocks[i]))
-    menus = {i for i in linked if len(texts[i]) >= 2}
+    menus = {i for i, t in texts.items() if len(t) >= 2 and _label_with_links(doc.blocks[i], t)}
     run: list[int] = []
     for i in [*linked, -2]:
         if run and i != run[-1] + 1:
@@ -301,6 +334,15 @@ def _menu_blocks(doc: HtmlDoc, scan: int = 40, item: int = 30) -> set[int]:
             run = []
         run.append(i)
     return menus
+
+
+def _label_with_links(block: str, links: list[str]) -> bool:
+    """Whether a block is its links, or a short label run together with more link text than
+    its own ("봄빛 소식지 6월호 Home Blog 후원하기"): no sentence."""
+    linked, whole = _letters(" ".join(links)), _letters(block)
+    if linked >= whole:
+        return True
+    return whole - linked <= min(linked, MASTHEAD_CHARS) and not _SENTENCE_END.search(block)
 
 
 def _letters(text: str) -> int:

@@ -1,0 +1,115 @@
+"""Newsletter fidelity for institutional and older bulk mailers (issue 23), by class: previews
+that start at the letter (not at its letterhead) and are never empty; banners, flags, icons and
+.bmp mastheads are not thumbnails; unsubscribe links the body states differently; a web version
+whose wording is split around its link. Our own examples, small and built here: Korean letters
+in EUC-KR / ks_c_5601-1987 with table mastheads as bulk mailers send them, English and German."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from bombom_pipe.parse import parse_message
+
+LETTER_KO = ("회원 여러분 안녕하세요. 올봄 재단은 지역 도서관 열두 곳과 함께 어린이 독서 교실을 "
+             "열었습니다. 이번 호에서는 그 현장을 전해 드립니다.")
+LETTER_EN = ("Dear members, this spring the foundation opened reading rooms in twelve local "
+             "libraries together with our volunteers. This issue reports from three of them.")
+LETTER_DE = ("Liebe Mitglieder, in diesem Frühjahr hat die Stiftung in zwölf Stadtbibliotheken "
+             "Lesezimmer eröffnet. Diese Ausgabe berichtet aus dreien davon.")
+PHOTO = "https://www.foundation.example/upload/2016/05/reading-room.jpg"
+
+
+def mail(body: str, *, subject: str = "weekly", charset: str = "utf-8", title: str = "",
+         sender: str = "Foundation <news@foundation.example>") -> bytes:
+    """A one-part HTML letter; a Korean charset label gives the bytes of that legacy encoding
+    (ks_c_5601-1987 and euc-kr are read as Windows-949), base64 as bulk mailers send them."""
+    html = (f"<html><head><meta http-equiv='Content-Type' content='text/html; charset={charset}'>"
+            f"<title>{title}</title></head><body>{body}</body></html>")
+    codec = "cp949" if charset.lower() in ("euc-kr", "ks_c_5601-1987") else charset
+    encoded = base64.encodebytes(html.encode(codec)).decode("ascii")
+    name, address = sender.rsplit(" ", 1)
+    head = [f"From: =?{charset}?B?{base64.b64encode(name.encode(codec)).decode()}?= {address}",
+            f"Subject: =?{charset}?B?{base64.b64encode(subject.encode(codec)).decode()}?=",
+            "MIME-Version: 1.0", f"Content-Type: text/html; charset=\"{charset}\"",
+            "Content-Transfer-Encoding: base64"]
+    return ("\r\n".join(head) + "\r\n\r\n" + encoded).encode("ascii")
+
+
+def masthead_table(*rows: str) -> str:
+    """The old bulk mailers' layout: a fixed-width table, one row per masthead block."""
+    cells = "".join(f"<tr><td align='center'>{row}</td></tr>" for row in rows)
+    return f"<table width='700' border='0' cellpadding='0' cellspacing='0'>{cells}</table>"
+
+
+def letter_table(*paragraphs: str) -> str:
+    return masthead_table(*(f"<p>{p}</p>" for p in paragraphs))
+
+
+# --- previews start at the letter, not at its letterhead ---
+
+@pytest.mark.parametrize("rows", [
+    # the publisher's name with its street address and telephone
+    ["(사)봄빛문화재단 | 서울특별시 종로구 세종대로 175 | Tel. 02-123-4567"],
+    ["봄빛문화재단 04524 서울시 중구 세종대로 21길 30 전화 02)732-1234 팩스 02)732-1235"],
+    # an issue line, alone or after the letter's name
+    ["제 123호 (2016/05/31)"],
+    ["봄빛 소식지 제123호 (2016.05.31)"],
+    ["봄빛 소식지 2016년 5월호"],
+    # a masthead run together with its navigation links
+    ["봄빛 소식지 6월호 <a href='https://www.foundation.example/'>Home</a> "
+     "<a href='https://blog.foundation.example/'>Blog</a> "
+     "<a href='https://www.foundation.example/donate'>후원하기</a>"],
+    # an archive or print notice
+    ["지난 호는 재단 홈페이지에서 보실 수 있습니다 "
+     "<a href='https://www.foundation.example/print'>[인쇄하기]</a>"],
+    # a section label before the first headline
+    ["■ 자료"],
+    ["▶ 공지사항"],
+], ids=["address-tel", "address-fax", "issue-line", "name-issue-line", "monthly-issue",
+        "masthead-nav", "archive-print", "section-label", "section-arrow"])
+def test_korean_letterhead_is_not_the_preview(rows: list[str]) -> None:
+    raw = mail(masthead_table(*rows) + letter_table(LETTER_KO), charset="ks_c_5601-1987",
+               subject="봄빛 소식지 6월호", sender="봄빛문화재단 <news@foundation.example>")
+    m = parse_message(raw)
+    assert m.preview is not None and m.preview.startswith(LETTER_KO[:30]), m.preview
+
+
+@pytest.mark.parametrize(("rows", "letter"), [
+    (["Example Foundation · 1200 Market Street, Suite 400 · San Francisco, CA 94102"], LETTER_EN),
+    (["Vol. 45 | May 31, 2016"], LETTER_EN),
+    (["View past issues | <a href='https://www.foundation.example/print'>Print this email</a>"],
+     LETTER_EN),
+    (["Stiftung Beispiel e.V. · Hauptstraße 12 · 10115 Berlin · Tel. 030 1234567"], LETTER_DE),
+    (["Nr. 5 · Mai 2016"], LETTER_DE),
+    (["Frühere Ausgaben im <a href='https://www.foundation.example/archiv'>Newsletter-Archiv</a>"],
+     LETTER_DE),
+], ids=["en-address", "en-issue-date", "en-archive-print", "de-address", "de-issue-month",
+        "de-archive"])
+def test_letterhead_in_other_languages_is_not_the_preview(rows: list[str], letter: str) -> None:
+    m = parse_message(mail(masthead_table(*rows) + letter_table(letter)))
+    assert m.preview is not None and m.preview.startswith(letter[:30]), m.preview
+
+
+def test_the_whole_bulk_mailer_letterhead_is_passed_over() -> None:
+    """Banner, name with issue line, navigation, archive notice and section label in one letter,
+    as EUC-KR: the preview is the letter's first sentence."""
+    raw = mail(masthead_table(
+        "<img src='http://mail.foundation.example/img/top_bg.jpg' width='700' height='180'>",
+        "봄빛 소식지 제123호 (2016/05/31)",
+        "<a href='https://www.foundation.example/'>Home</a> | "
+        "<a href='https://www.foundation.example/about'>재단소개</a> | "
+        "<a href='https://www.foundation.example/news'>소식</a>",
+        "지난 호는 재단 홈페이지에서 보실 수 있습니다 [인쇄하기]",
+        "■ 자료") + letter_table(LETTER_KO), charset="euc-kr", subject="봄빛 소식지 제123호")
+    m = parse_message(raw)
+    assert m.preview is not None and m.preview.startswith(LETTER_KO[:30]), m.preview
+
+
+@pytest.mark.parametrize("line", ["■ 자료를 모으는 일은 생각보다 오래 걸렸습니다.",
+                                  "• Fed holds rates steady",
+                                  "Our new office opened at 1200 Market Street in May."])
+def test_a_sentence_that_looks_like_a_label_or_address_is_the_letter(line: str) -> None:
+    m = parse_message(mail(letter_table(line, LETTER_EN)))
+    assert m.preview is not None and m.preview.startswith(line.strip("• ")[:20]), m.preview
