@@ -113,3 +113,41 @@ def test_the_whole_bulk_mailer_letterhead_is_passed_over() -> None:
 def test_a_sentence_that_looks_like_a_label_or_address_is_the_letter(line: str) -> None:
     m = parse_message(mail(letter_table(line, LETTER_EN)))
     assert m.preview is not None and m.preview.startswith(line.strip("• ")[:20]), m.preview
+
+
+# --- a preview is never empty ---
+
+def test_a_picture_letter_is_previewed_by_its_alt_text() -> None:
+    alt = "2016 봄빛 가을 음악회에 초대합니다, 10월 15일 세종문화회관"
+    raw = mail(masthead_table(
+        f"<a href='https://www.foundation.example/concert'><img src='{PHOTO}' width='700' "
+        f"height='1400' alt='{alt}'></a>"), charset="ks_c_5601-1987", title="봄빛 소식지",
+        subject="가을 음악회 초대")
+    assert parse_message(raw).preview == alt
+
+
+def test_an_image_map_letter_is_previewed_by_its_alt_texts() -> None:
+    raw = mail("<img src='https://www.foundation.example/img/0531.jpg' usemap='#m' width='700' "
+               "height='1600' alt='어린이 독서 교실 참가자 모집'><map name='m'>"
+               "<area shape='rect' coords='0,0,700,200' href='https://www.foundation.example/a' "
+               "alt='신청하기'></map>", charset="euc-kr", subject="참가자 모집")
+    assert parse_message(raw).preview.startswith("어린이 독서 교실 참가자 모집")
+
+
+def test_without_alt_text_the_html_title_is_the_preview() -> None:
+    raw = mail(f"<img src='{PHOTO}' width='700' height='1400'>", charset="euc-kr",
+               title="봄빛 소식지 6월호: 어린이 독서 교실", subject="6월 소식")
+    assert parse_message(raw).preview == "봄빛 소식지 6월호: 어린이 독서 교실"
+
+
+@pytest.mark.parametrize("title", ["", "Untitled Document", "제목 없음"])
+def test_without_alt_text_or_title_the_subject_is_the_preview(title: str) -> None:
+    raw = mail(f"<img src='{PHOTO}' width='700' height='1400'>", charset="euc-kr",
+               title=title, subject="봄빛 소식지 6월호")
+    assert parse_message(raw).preview == "봄빛 소식지 6월호"
+
+
+def test_an_empty_plain_letter_is_previewed_by_its_subject() -> None:
+    raw = ("From: a@news.example\r\nSubject: 6월 소식\r\nMIME-Version: 1.0\r\n"
+           "Content-Type: text/plain; charset=utf-8\r\n\r\n \r\n").encode()
+    assert parse_message(raw).preview == "6월 소식"

@@ -54,6 +54,7 @@ CLICK_HERE = phrase_pattern("click_here")
 ARRIVAL = phrase_pattern("arrival")  # "your newsletter is here": says nothing of this letter
 ADDRESS = phrase_pattern("address_line")  # the publisher's street address or telephone
 ARCHIVE = phrase_pattern("archive_notice")  # "past issues are on our site", "[print]"
+UNTITLED = phrase_pattern("untitled")  # "Untitled Document": an editor's default <title>
 # lines at the top of a letter that say nothing about it
 LEAD_JUNK = re.compile(
     "|".join(phrase_pattern(k).pattern
@@ -144,6 +145,8 @@ def analyse(
     if found.preview is None and text and doc is not None:  # an HTML part without text
         found.preview = run.guard("preview", lambda: preview(None, text, subject, sender_name),
                                   None)
+    if not found.preview:  # a letter that is pictures, or empty: the card is never blank
+        found.preview = run.guard("preview", lambda: stand_in(doc, subject, sender_name), None)
     found.reading_minutes = reading_minutes(visible)
     header = parse_list_unsubscribe(list_unsubscribe, unsubscribe_post)
     found.unsubscribe = header or run.guard("unsubscribe", lambda: body_unsubscribe(links), None) \
@@ -263,7 +266,26 @@ def preview(doc: HtmlDoc | None, text: str, subject: str | None = None,
     return truncate(joined) if joined else None
 
 
+def stand_in(doc: HtmlDoc | None, subject: str | None, sender: str | None = None
+             ) -> str | None:
+    """The preview of a letter without text: its pictures' alt texts (image maps' areas too),
+    else its HTML <title>, else the subject. Alt texts of logos, buttons and icons, of the
+    sender's name alone, of links out (unsubscribe, web version) and file names do not count."""
+    if doc is not None:
+        brand = _words(sender or "").replace(" ", "")
+        alts = [alt for alt in dict.fromkeys(doc.alts) if _LETTER.search(alt)
+                and not (NOT_CONTENT_IMAGE.search(alt) or UNSUBSCRIBE.search(alt)
+                         or BOILERPLATE.search(alt) or _FILE_NAME.search(alt)
+                         or _names_brand(alt, brand))]
+        if alts := _tidy(" ".join(alts)):
+            return truncate(alts)
+        if _LETTER.search(doc.title) and not UNTITLED.search(doc.title):
+            return truncate(doc.title)
+    return truncate(subject) if subject and subject.strip() else None
+
+
 _LETTER = re.compile(r"[^\W\d_]")
+_FILE_NAME = re.compile(r"^\S+\.(?:jpe?g|png|gif|bmp|webp|svg)$", re.IGNORECASE)
 # a glyph and one or two words: the label of the section below ("■ 자료", "▶ 공지사항")
 _SECTION_LABEL = re.compile(
     r"[■□▪▫▶▷►▸◆◇◈●○◎◉★☆※▣➤➢»•·]\s*[^\s.!?…]{1,12}(?:\s+[^\s.!?…]{1,12})?\s*$")
