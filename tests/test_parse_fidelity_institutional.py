@@ -151,3 +151,34 @@ def test_an_empty_plain_letter_is_previewed_by_its_subject() -> None:
     raw = ("From: a@news.example\r\nSubject: 6월 소식\r\nMIME-Version: 1.0\r\n"
            "Content-Type: text/plain; charset=utf-8\r\n\r\n \r\n").encode()
     assert parse_message(raw).preview == "6월 소식"
+
+
+# --- banners, flags, icons and .bmp mastheads are not thumbnails ---
+
+@pytest.mark.parametrize("top", [
+    "<img src='http://mail.foundation.example/img/top_0531.jpg' width='700' height='180'>",
+    "<a href='https://www.foundation.example/'><img src='https://www.foundation.example/m.png' "
+    "width='640' height='200'></a>",
+    "<img src='https://www.foundation.example/img/flags/de.gif'>",
+    "<img src='https://www.foundation.example/img/flag_kr.png'>",
+    "<img src='https://www.foundation.example/img/ico_mail.gif'>",
+    "<img src='http://mail.foundation.example/upload/0531_01.bmp' width='700' height='300'>",
+    "<img src='http://mail.foundation.example/upload/top.BMP'>",
+], ids=["banner", "linked-banner", "flag-folder", "flag-name", "icon", "bmp-sized", "bmp"])
+def test_a_banner_flag_icon_or_bmp_is_passed_over_for_the_content_picture(top: str) -> None:
+    raw = mail(masthead_table(top) + letter_table(LETTER_EN)
+               + f"<img src='{PHOTO}' width='600' height='400'>")
+    assert parse_message(raw).thumbnail_url == PHOTO
+
+
+@pytest.mark.parametrize("name", ["newsletter_201605.jpg", "event_banner.jpg", "header_0531.png"])
+def test_a_portrait_picture_is_content_whatever_its_name(name: str) -> None:
+    src = f"https://www.foundation.example/upload/{name}"
+    raw = mail(masthead_table(f"<img src='{src}' width='700' height='1800' alt=''>"),
+               charset="euc-kr", subject="6월 소식")
+    assert parse_message(raw).thumbnail_url == src
+
+
+def test_a_hero_picture_at_the_top_is_still_the_thumbnail() -> None:
+    raw = mail(f"<img src='{PHOTO}' width='600' height='300'>" + letter_table(LETTER_EN))
+    assert parse_message(raw).thumbnail_url == PHOTO

@@ -92,6 +92,7 @@ _SIZE_HINT = re.compile(
 _WIDTH_PARAM = re.compile(r"[?&](?:w|width|resize_w)=(\d{1,5})\b", re.IGNORECASE)
 MIN_THUMBNAIL_WIDTH = 200  # narrower images are icons, logos and author photos
 MAX_BANNER_RATIO = 4  # wider than 4:1 is a masthead or a divider, not a picture
+MAX_TOP_RATIO = 2.5  # near the top, wider than 5:2 is the letter's banner
 MAX_CANDIDATES = 8
 _EDGE_CHARS = "-–—|·•*_=~" + "".join(c for c in map(chr, range(0x3001)) if c.isspace())
 _URL_MARK = re.compile(r"https?://|www\.")
@@ -608,13 +609,22 @@ def size_hint(src: str) -> tuple[int | None, int | None]:
 
 def _content_image(image: Image, brand: str = "", intrinsic: tuple[int, int] | None = None
                    ) -> bool:
+    """Whether a picture can stand for the letter: not a pixel, logo, icon, flag or button (by
+    name, class or alt), not a masthead by name unless it is a portrait (a banner is wide), not
+    the sender's name, not narrow or low, not a strip, not a banner near the top, and in a
+    format made for the web (no .svg, no .bmp)."""
     if is_tracking_image(image.src, image.width, image.height):
         return False
     path = unquote(image.src.split("?", 1)[0].split("://", 1)[-1].partition("/")[2])
+    if path.lower().endswith((".svg", ".bmp")):
+        return False
     if NOT_CONTENT_IMAGE.search(image.hints) or NOT_CONTENT_IMAGE.search(path):
         return False
+    portrait = image.width is not None and image.height is not None \
+        and image.height >= image.width
     name = _file_name(path)
-    if MASTHEAD_HINT.search(image.alt) or (not image.alt and MASTHEAD_HINT.search(name)):
+    if not portrait and (MASTHEAD_HINT.search(image.alt)
+                         or (not image.alt and MASTHEAD_HINT.search(name))):
         return False
     if len(brand) >= 3 and brand.lower() in image.alt.lower() and len(image.alt) <= len(brand) + 15:
         return False  # the sender's own name as a picture's caption: its logo or masthead
@@ -628,9 +638,8 @@ def _content_image(image: Image, brand: str = "", intrinsic: tuple[int, int] | N
     if height is not None and height < 50:
         return False
     ratio_w, ratio_h = (hinted_w, hinted_h) if hinted_w and hinted_h else (width, height)
-    if ratio_w and ratio_h and ratio_w > MAX_BANNER_RATIO * ratio_h:
-        return False
-    return not image.src.lower().split("?", 1)[0].endswith(".svg")
+    widest = MAX_TOP_RATIO if image.position < PREHEADER_WINDOW else MAX_BANNER_RATIO
+    return not (ratio_w and ratio_h and ratio_w > widest * ratio_h)
 
 
 def thumbnail_candidates(doc: HtmlDoc, cid_map: dict[str, str], brand: str = "",
