@@ -182,3 +182,68 @@ def test_a_portrait_picture_is_content_whatever_its_name(name: str) -> None:
 def test_a_hero_picture_at_the_top_is_still_the_thumbnail() -> None:
     raw = mail(f"<img src='{PHOTO}' width='600' height='300'>" + letter_table(LETTER_EN))
     assert parse_message(raw).thumbnail_url == PHOTO
+
+
+# --- unsubscribe links the body states differently ---
+
+OUT = "https://www.foundation.example/newsletter/out?u=7f3a"
+
+
+@pytest.mark.parametrize("footer", [
+    f"If you would prefer not to receive further emails from us, please <a href='{OUT}'>click "
+    "here</a>.",
+    f"<a href='{OUT}'>Click here</a> to unsubscribe from this list.",
+    "You are receiving this email because you signed up at our website. If you no longer wish "
+    "to receive our monthly newsletter, the event announcements and the occasional survey from "
+    f"the foundation, <a href='{OUT}'>click here</a>.",
+    f"To stop getting these emails, go <a href='{OUT}'>Here</a>.",
+    "Wenn Sie diesen Newsletter nicht mehr erhalten möchten, klicken Sie "
+    f"<a href='{OUT}'>hier</a>.",
+    f"Klicken Sie <a href='{OUT}'>hier</a>, um sich vom Newsletter abzumelden.",
+    f"<a href='{OUT}'>Hier</a> können Sie den Newsletter abbestellen.",
+    f"<a href='{OUT}'>Email Preference Center</a>",
+    f"<a href='{OUT}'>Manage your communication preferences</a>",
+    f"<a href='{OUT}'>Change your subscription settings</a>",
+    f"<a href='{OUT}'>Newsletter-Einstellungen ändern</a>",
+], ids=["prefer-not", "click-here-to", "long-sentence", "here", "de-nicht-mehr", "de-abzumelden",
+        "de-hier-abbestellen", "preference-center", "communication-preferences",
+        "subscription-settings", "de-einstellungen"])
+def test_unsubscribe_link_stated_by_its_sentence_or_preference_center(footer: str) -> None:
+    raw = mail(letter_table(LETTER_EN) + "<a href='https://www.foundation.example/'>Home</a>"
+               + f"<p>{footer}</p>")
+    assert parse_message(raw).unsubscribe.http == OUT
+
+
+def test_an_explicit_unsubscribe_link_wins_over_the_preference_center() -> None:
+    raw = mail(letter_table(LETTER_EN) + "<p><a href='https://www.foundation.example/prefs'>"
+               f"Update your email preferences</a> | <a href='{OUT}'>Unsubscribe</a></p>")
+    assert parse_message(raw).unsubscribe.http == OUT
+
+
+def test_click_here_after_another_links_notice_is_not_the_unsubscribe_link() -> None:
+    raw = mail(letter_table(LETTER_EN) + "<p><a href='https://www.foundation.example/e'>Click "
+               "here</a> to read the event report. Unsubscribe requests: write to us.</p>")
+    assert parse_message(raw).unsubscribe.http is None
+
+
+REDIRECT = ("http://mail.mailer.example.co.kr:8080/Check.asp?mid=3391&uid=7f3a"
+            "&url=http%3A%2F%2Fwww.foundation.example%2Fmail%2Fdeny.asp%3Fu%3D7f3a")
+BUTTON = "http://mail.mailer.example.co.kr/img/btn_01.gif"
+
+
+@pytest.mark.parametrize("footer", [
+    f"메일 수신을 원하지 않으시면 <a href='{REDIRECT}'>여기</a>를 눌러 주십시오.",
+    f"메일 수신을 원하지 않으시면 <a href='{REDIRECT}'><img src='{BUTTON}' border='0'></a>"
+    "를 클릭하세요.",
+    f"<a href='{REDIRECT}'><img src='{BUTTON}' alt='수신거부' border='0'></a>",
+    f"<a href='{REDIRECT}'><img src='{BUTTON}' alt='수신 거부' border='0'></a>",
+    f"<map name='f'><area shape='rect' coords='0,0,80,20' href='{REDIRECT}' alt='수신거부'></map>"
+    f"<img src='{BUTTON}' usemap='#f' width='700' height='40'>",
+    "본 메일은 발신 전용입니다. 수신을 원하지 않으시면 "
+    f"[<a href='{REDIRECT}' target='_blank'>수신거부</a>]를 클릭하세요. "
+    f"If you don't want to receive this mail, click [<a href='{REDIRECT}'>here</a>].",
+], ids=["here", "button-no-alt", "button-alt", "button-alt-spaced", "image-map", "two-languages"])
+def test_korean_opt_out_on_buttons_and_behind_tracking_redirects(footer: str) -> None:
+    raw = mail(letter_table(LETTER_KO) + f"<p>{footer}</p>", charset="ks_c_5601-1987",
+               subject="6월 소식")
+    assert parse_message(raw).unsubscribe.http == REDIRECT

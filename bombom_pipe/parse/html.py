@@ -30,6 +30,7 @@ MAX_MARKUP = 50_000
 MAX_OPEN_LINKS = 8  # nested <a> elements whose text is collected (HTML allows none)
 MAX_LINK_TEXT = 2000  # characters of link text collected per <a>
 PREHEADER_WINDOW = 400  # visible characters before which hidden text counts as a preheader
+BEFORE_CHARS = 200  # text kept before a link: the sentence it ends ("If you no longer ... here")
 MAX_DEPTH = 200  # deeper markup is flattened to its text in the display HTML
 RAW_DEPTH = 256  # cap on the raw markup's nesting, before the tree is built
 MAX_STYLE_ELEMENTS = 50
@@ -279,7 +280,8 @@ def _walk(doc: HtmlDoc, sheet: visibility.Sheet) -> None:
             if alt:
                 doc.alts.append(alt)
             if href := (attributes.get("href") or "").strip():
-                before = _tail(line) or (doc.blocks[-1][-80:] if doc.blocks else "")
+                before = _tail(line, BEFORE_CHARS) or (doc.blocks[-1][-BEFORE_CHARS:] if doc.blocks
+                                                         else "")
                 doc.links.append(Link(href, alt, before, position))
             node = node.next
             continue
@@ -297,7 +299,8 @@ def _walk(doc: HtmlDoc, sheet: visibility.Sheet) -> None:
             flush()
         anchored = tag == "a" and len(anchors) < MAX_OPEN_LINKS
         if anchored:
-            before = _tail(line) or (doc.blocks[-1][-80:] if doc.blocks else "")
+            before = _tail(line, BEFORE_CHARS) or (doc.blocks[-1][-BEFORE_CHARS:] if doc.blocks
+                                                         else "")
             anchors.append(_Anchor((attributes.get("href") or "").strip(), before, position))
         if len(stack) == MAX_DEPTH:
             doc.deep.append(node)

@@ -19,7 +19,7 @@ from urllib.parse import unquote
 from . import clicks, sanitize
 from .attachments import inline_url
 from .headers import decode_words
-from .html import PREHEADER_WINDOW, HtmlDoc, Image, Link, collapse, fallback_text
+from .html import BEFORE_CHARS, PREHEADER_WINDOW, HtmlDoc, Image, Link, collapse, fallback_text
 from .html import load as load_html
 from .images import is_tracking_image
 from .result import Run, Unsubscribe
@@ -47,7 +47,9 @@ def phrase_pattern(kind: str) -> re.Pattern[str]:
     return re.compile("|".join(parts), re.IGNORECASE | re.MULTILINE)
 
 
-UNSUBSCRIBE = phrase_pattern("unsubscribe")
+OPT_OUT = phrase_pattern("unsubscribe")  # says it leaves the list
+PREFERENCES = phrase_pattern("preferences")  # a preference center: the list's settings
+UNSUBSCRIBE = re.compile(f"{OPT_OUT.pattern}|{PREFERENCES.pattern}", re.IGNORECASE | re.MULTILINE)
 WEB_VERSION = phrase_pattern("web_version")
 TROUBLE_VIEWING = phrase_pattern("trouble_viewing")
 CLICK_HERE = phrase_pattern("click_here")
@@ -496,7 +498,7 @@ def text_links(text: str) -> list[Link]:
         for match in itertools.islice(_URL_IN_TEXT.finditer(line), MAX_TEXT_LINKS - len(links)):
             before = collapse(line[max(0, match.start() - 400) : match.start()]) or previous
             href = match.group(0).rstrip(".,;:!?")
-            links.append(Link(href, "", before[-80:], position + match.start()))
+            links.append(Link(href, "", before[-BEFORE_CHARS:], position + match.start()))
         if stripped := collapse(_URL_IN_TEXT.sub(" ", line[-4096:])):
             previous = stripped
         position += len(line) + 1
@@ -522,7 +524,10 @@ def _best_link(links: list[Link], score: Callable[[Link], int]) -> Link | None:
 
 
 def body_unsubscribe(links: list[Link]) -> Unsubscribe | None:
-    """An unsubscribe link from the body: anchor text, href, or the words right before it."""
+    """An unsubscribe link from the body: its text ("Unsubscribe" before "Update your
+    preferences"), its href, or, for a short link ("click here", an image button without alt
+    text), the sentence it stands in: the words before it, or right after a bare call
+    ("<a>Click here</a> to unsubscribe")."""
 
     def score(link: Link) -> int:
         points = words(link)  # the words first: they rule out most links cheaply
@@ -533,17 +538,38 @@ def body_unsubscribe(links: list[Link]) -> Unsubscribe | None:
     def words(link: Link) -> int:
         if WEB_VERSION.search(link.text) or CONFIRM_LINK_TEXT.search(link.text):
             return 0
-        if UNSUBSCRIBE.search(link.text):
+        if OPT_OUT.search(link.text):
+            return 4
+        if PREFERENCES.search(link.text):
             return 3
         if UNSUBSCRIBE.search(_href_words(link.href)):
             return 2
-        return int(len(link.text) <= 30 and bool(UNSUBSCRIBE.search(link.before[-80:])))
+        if len(link.text) > 30:
+            return 0
+        return int(bool(UNSUBSCRIBE.search(link.before[-80:])
+                        or UNSUBSCRIBE.search(_clause_before(link.before))
+                        or len(link.text) <= 20 and CLICK_HERE.search(link.text)
+                        and UNSUBSCRIBE.search(_clause_after(link.after))))
 
     if (best := _best_link(links, score)) is None:
         return None
     if best.href.lower().startswith("mailto:"):
         return Unsubscribe(mailto=best.href, source="body")
     return Unsubscribe(http=best.href, source="body")
+
+
+_CLAUSE_END = re.compile(r"[.!?。]\s")
+
+
+def _clause_before(before: str) -> str:
+    """The sentence a link ends: the text before it since the last full stop."""
+    ends = list(_CLAUSE_END.finditer(before))
+    return before[ends[-1].end():] if ends else before
+
+
+def _clause_after(after: str) -> str:
+    """The rest of a link's sentence after it, to its full stop."""
+    return re.split(r"[.!?。]", after[:100], maxsplit=1)[0]
 
 
 def web_version(links: list[Link]) -> str | None:
@@ -560,7 +586,8 @@ def web_version(links: list[Link]) -> str | None:
         if WEB_VERSION.search(link.text):
             return 3
         if TROUBLE_VIEWING.search(link.text) or short and (
-                TROUBLE_VIEWING.search(link.before) or TROUBLE_VIEWING.search(link.after[:80])):
+                TROUBLE_VIEWING.search(link.before[-80:])
+                or TROUBLE_VIEWING.search(link.after[:80])):
             return 2
         return int(short and bool(WEB_VERSION.search(link.before[-40:])
                                   or WEB_VERSION.search(link.after[:60])))
@@ -583,7 +610,7 @@ def confirmation(subject: str | None, text: str, links: list[Link]) -> str | Non
             return 3
         if CONFIRM_LINK_HREF.search(link.href):
             return 2
-        return int(len(link.text) <= 30 and bool(CONFIRM_CONTEXT.search(link.before)))
+        return int(len(link.text) <= 30 and bool(CONFIRM_CONTEXT.search(link.before[-80:])))
 
     best = _best_link(links, score)
     return best.href if best else None
