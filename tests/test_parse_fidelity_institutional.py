@@ -247,3 +247,24 @@ def test_korean_opt_out_on_buttons_and_behind_tracking_redirects(footer: str) ->
     raw = mail(letter_table(LETTER_KO) + f"<p>{footer}</p>", charset="ks_c_5601-1987",
                subject="6월 소식")
     assert parse_message(raw).unsubscribe.http == REDIRECT
+
+
+# --- a web version whose wording is split around its link ---
+
+TRACKER = "https://click.e.foundation.example/?qs=9c1d2e3f4a5b6c7d8e9f"
+
+
+@pytest.mark.parametrize("bar", [
+    f"View this email in a <a href='{TRACKER}'>web browser</a>",
+    f"<a href='{TRACKER}'>View this email</a> in a web browser",
+    f"<a href='{TRACKER}'><span>View this</span></a> <span>email in your</span> "
+    f"<a href='{TRACKER}'>web browser</a>",
+    f"Diese E-Mail im <a href='{TRACKER}'>Browser</a> ansehen",
+    f"<a href='{TRACKER}'>웹 브라우저</a>에서 보기",
+], ids=["end-linked", "start-linked", "split-anchors", "de", "ko"])
+def test_web_version_wording_split_around_its_link(bar: str) -> None:
+    raw = mail(f"<p>{bar}</p>" + letter_table(LETTER_EN)
+               + "<p><a href='https://www.foundation.example/'>Home</a></p>")
+    m = parse_message(raw)
+    assert m.web_version_url == TRACKER
+    assert m.preview is not None and m.preview.startswith(LETTER_EN[:30]), m.preview

@@ -561,6 +561,13 @@ def body_unsubscribe(links: list[Link]) -> Unsubscribe | None:
 _CLAUSE_END = re.compile(r"[.!?。]\s")
 
 
+def _across(pattern: re.Pattern[str], link: Link) -> bool:
+    """Whether a link's sentence, read across the link (with or without the space the
+    collapsed text may have lost at its edges), says ``pattern``."""
+    parts = (_clause_before(link.before[-80:]), link.text, _clause_after(link.after))
+    return bool(pattern.search(" ".join(parts)) or pattern.search("".join(parts)))
+
+
 def _clause_before(before: str) -> str:
     """The sentence a link ends: the text before it since the last full stop."""
     ends = list(_CLAUSE_END.finditer(before))
@@ -573,7 +580,9 @@ def _clause_after(after: str) -> str:
 
 
 def web_version(links: list[Link]) -> str | None:
-    """The "view in browser" / "웹에서 보기" link."""
+    """The "view in browser" / "웹에서 보기" link: by its text, the "can't read this mail?"
+    sentence around it, or, for a short link, its sentence read across it ("View this email
+    in a <a>web browser</a>", "<a>웹 브라우저</a>에서 보기")."""
 
     def score(link: Link) -> int:
         points = words(link)  # the words first: they rule out most links cheaply
@@ -590,7 +599,8 @@ def web_version(links: list[Link]) -> str | None:
                 or TROUBLE_VIEWING.search(link.after[:80])):
             return 2
         return int(short and bool(WEB_VERSION.search(link.before[-40:])
-                                  or WEB_VERSION.search(link.after[:60])))
+                                  or WEB_VERSION.search(link.after[:60])
+                                  or _across(WEB_VERSION, link)))
 
     best = _best_link(links, score)
     return best.href if best else None
