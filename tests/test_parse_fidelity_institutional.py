@@ -249,6 +249,43 @@ def test_korean_opt_out_on_buttons_and_behind_tracking_redirects(footer: str) ->
     assert parse_message(raw).unsubscribe.http == REDIRECT
 
 
+OUT_PAGE = "https://www.foundation.example/newsletter/unsubscribe?u=7f3a"
+
+
+def b64url(url: str) -> str:
+    return base64.urlsafe_b64encode(url.encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(("href", "target"), [
+    # an ESP's click-tracker carrying the opt-out page in base64
+    (f"https://click.mailer.example/v2/click/8812/{b64url(OUT_PAGE)}", OUT_PAGE),
+    # a bulk mailer's own redirect (not one the click module unwraps) to its refusal script,
+    # percent-encoded
+    ("http://mail.mailer.example.co.kr/Check.asp?mid=3391&url=http%3A%2F%2Fwww.foundation.example"
+     "%2Fmail%2Frefuse.asp%3Fu%3D7f3a", None),
+    # and without a redirect: the refusal script itself
+    ("http://www.foundation.example/servlet/mail_reject.jsp?u=7f3a", None),
+], ids=["base64-tracker", "mailer-redirect", "refusal-script"])
+def test_an_opt_out_button_without_words_is_found_by_where_it_leads(href: str, target: str | None
+                                                                      ) -> None:
+    """An image button with no alt text and no sentence around it: the target the link carries
+    (or its own path) names the way out."""
+    raw = mail(letter_table(LETTER_KO) + f"<p><a href='{href}'><img src='{BUTTON}'></a></p>",
+               charset="euc-kr", subject="6월 소식")
+    u = parse_message(raw).unsubscribe
+    assert (u.http, u.http_target) == (href, target)
+
+
+@pytest.mark.parametrize("href", [
+    "https://news.example/2016/05/court-reject-appeal?utm_source=letter",
+    "https://news.example/rejected-ideas/",
+    f"https://click.mailer.example/v2/click/8812/{b64url('https://news.example/story/42')}",
+])
+def test_an_article_link_is_not_an_opt_out(href: str) -> None:
+    raw = mail(letter_table(LETTER_EN) + f"<p><a href='{href}'><img src='{PHOTO}'></a></p>")
+    assert parse_message(raw).unsubscribe.http is None
+
+
 # --- a web version whose wording is split around its link ---
 
 TRACKER = "https://click.e.foundation.example/?qs=9c1d2e3f4a5b6c7d8e9f"

@@ -49,6 +49,7 @@ def phrase_pattern(kind: str) -> re.Pattern[str]:
 
 OPT_OUT = phrase_pattern("unsubscribe")  # says it leaves the list
 PREFERENCES = phrase_pattern("preferences")  # a preference center: the list's settings
+OPT_OUT_PATH = phrase_pattern("unsubscribe_path")  # refuse.asp, mail_reject.jsp: in URLs only
 UNSUBSCRIBE = re.compile(f"{OPT_OUT.pattern}|{PREFERENCES.pattern}", re.IGNORECASE | re.MULTILINE)
 WEB_VERSION = phrase_pattern("web_version")
 TROUBLE_VIEWING = phrase_pattern("trouble_viewing")
@@ -542,14 +543,16 @@ def body_unsubscribe(links: list[Link]) -> Unsubscribe | None:
             return 4
         if PREFERENCES.search(link.text):
             return 3
-        if UNSUBSCRIBE.search(_href_words(link.href)):
+        if _leads_out(link.href):
             return 2
         if len(link.text) > 30:
             return 0
-        return int(bool(UNSUBSCRIBE.search(link.before[-80:])
-                        or UNSUBSCRIBE.search(_clause_before(link.before))
-                        or len(link.text) <= 20 and CLICK_HERE.search(link.text)
-                        and UNSUBSCRIBE.search(_clause_after(link.after))))
+        if UNSUBSCRIBE.search(link.before[-80:]) or UNSUBSCRIBE.search(
+                _clause_before(link.before)) or len(link.text) <= 20 and CLICK_HERE.search(
+                link.text) and UNSUBSCRIBE.search(_clause_after(link.after)):
+            return 1
+        # a button without words: where the click-tracker says it leads
+        return 2 * (len(link.text) <= 2 and _leads_out(clicks.target(link.href) or ""))
 
     if (best := _best_link(links, score)) is None:
         return None
@@ -577,6 +580,12 @@ def _clause_before(before: str) -> str:
 def _clause_after(after: str) -> str:
     """The rest of a link's sentence after it, to its full stop."""
     return re.split(r"[.!?。]", after[:100], maxsplit=1)[0]
+
+
+def _leads_out(href: str) -> bool:
+    """Whether a URL names the way out: unsubscribe words, or a mailer's refusal script."""
+    words = _href_words(href)
+    return bool(UNSUBSCRIBE.search(words) or OPT_OUT_PATH.search(words))
 
 
 def web_version(links: list[Link]) -> str | None:
