@@ -134,8 +134,10 @@ def test_an_image_map_letter_is_previewed_by_its_alt_texts() -> None:
     assert parse_message(raw).preview.startswith("어린이 독서 교실 참가자 모집")
 
 
-def test_without_alt_text_the_html_title_is_the_preview() -> None:
-    raw = mail(f"<img src='{PHOTO}' width='700' height='1400'>", charset="euc-kr",
+@pytest.mark.parametrize("alt", ["", "이미지", "image", "IMG 2", "0531_top.jpg", "로고",
+                                 "수신거부"])
+def test_without_telling_alt_text_the_html_title_is_the_preview(alt: str) -> None:
+    raw = mail(f"<img src='{PHOTO}' width='700' height='1400' alt='{alt}'>", charset="euc-kr",
                title="봄빛 소식지 6월호: 어린이 독서 교실", subject="6월 소식")
     assert parse_message(raw).preview == "봄빛 소식지 6월호: 어린이 독서 교실"
 

@@ -274,13 +274,14 @@ def stand_in(doc: HtmlDoc | None, subject: str | None, sender: str | None = None
              ) -> str | None:
     """The preview of a letter without text: its pictures' alt texts (image maps' areas too),
     else its HTML <title>, else the subject. Alt texts of logos, buttons and icons, of the
-    sender's name alone, of links out (unsubscribe, web version) and file names do not count."""
+    sender's name alone, of links out (unsubscribe, web version), file names and an editor's
+    defaults ("image", "이미지") do not count."""
     if doc is not None:
         brand = _words(sender or "").replace(" ", "")
         alts = [alt for alt in dict.fromkeys(doc.alts) if _LETTER.search(alt)
                 and not (NOT_CONTENT_IMAGE.search(alt) or UNSUBSCRIBE.search(alt)
                          or BOILERPLATE.search(alt) or _FILE_NAME.search(alt)
-                         or _names_brand(alt, brand))]
+                         or UNTITLED.search(alt) or _names_brand(alt, brand))]
         if alts := _tidy(" ".join(alts)):
             return truncate(alts)
         if _LETTER.search(doc.title) and not UNTITLED.search(doc.title):
