@@ -142,7 +142,8 @@ def test_signatures_and_dividers_named_in_other_languages_are_not_thumbnails(ima
 # --- the store: previous issues show which image is the newsletter's own ---
 
 def issue(n: int, photo: str) -> bytes:
-    header = f'<img src="https://cdn.news.example/top.png?s={n}" width="600" height="200">'
+    # shaped like a picture (2:1, not a banner the parser passes over): only the store can tell
+    header = f'<img src="https://cdn.news.example/top.png?s={n}" width="600" height="300">'
     return mail(f"{header}<p>Issue {n} text.</p><img src='{photo}' width='600' height='300'>"
                 f"<p><a href='{STIBEE_WEB}'>View in browser</a> · "
                 f"<a href='{STIBEE_UNSUB}'>Unsubscribe</a></p>",

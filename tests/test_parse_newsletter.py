@@ -200,4 +200,4 @@ def test_reading_minutes_latin_words() -> None:
 def test_reading_minutes_none_without_text() -> None:
     m = parse_message(html_mail('<img src="https://x.example/a.png">'))
     assert m.reading_minutes is None
-    assert m.preview is None
+    assert m.preview == "봄봄 레터"  # no text, no alt text, no <title>: the subject

@@ -364,8 +364,9 @@ def test_the_confirmation_link_is_the_members_own(
 
 
 def photo_issue(n: int, photo: str) -> bytes:
-    """Issue n: the newsletter's masthead, then the issue's own photo."""
-    body = (f'<img src="https://cdn.{DOMAIN}/top.png" width="600" height="200">'
+    """Issue n: the newsletter's masthead, shaped like a picture (2:1: only the history can tell
+    it), then the issue's own photo."""
+    body = (f'<img src="https://cdn.{DOMAIN}/top.png" width="600" height="300">'
             f"<p>Issue {n} text.</p><img src='{photo}' width='600' height='300'>")
     return mail(subject=f"Issue {n}", mid=f"issue-{n}@{DOMAIN}", body=body)
 

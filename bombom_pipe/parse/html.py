@@ -30,6 +30,7 @@ MAX_MARKUP = 50_000
 MAX_OPEN_LINKS = 8  # nested <a> elements whose text is collected (HTML allows none)
 MAX_LINK_TEXT = 2000  # characters of link text collected per <a>
 PREHEADER_WINDOW = 400  # visible characters before which hidden text counts as a preheader
+BEFORE_CHARS = 200  # text kept before a link: the sentence it ends ("If you no longer ... here")
 MAX_DEPTH = 200  # deeper markup is flattened to its text in the display HTML
 RAW_DEPTH = 256  # cap on the raw markup's nesting, before the tree is built
 MAX_STYLE_ELEMENTS = 50
@@ -105,6 +106,8 @@ class HtmlDoc:
     links: list[Link] = field(default_factory=list)
     images: list[Image] = field(default_factory=list)
     og_image: str | None = None
+    title: str = ""  # the <title>
+    alts: list[str] = field(default_factory=list)  # alt texts of shown images and map areas
     truncated: bool = False
     # for the display HTML: hidden elements and unseen images to drop, elements past
     # MAX_DEPTH to flatten, and the image sources that are seen
@@ -128,6 +131,8 @@ def load(html: str) -> HtmlDoc:
     sheet = visibility.sheet(" ".join(node.text() for node in styles))
     _walk(doc, sheet)
     doc.og_image = _meta_image(tree)
+    title = tree.css_first("title")
+    doc.title = collapse(title.text()[:1000]) if title is not None else ""
     return doc
 
 
@@ -270,6 +275,16 @@ def _walk(doc: HtmlDoc, sheet: visibility.Sheet) -> None:
             _image(doc, node, attributes, judged, in_tiny, position, anchors)
             node = node.next
             continue
+        if tag == "area":  # a link area of an image map: its alt text is its link text
+            alt = "" if judged.hidden else collapse(attributes.get("alt") or "")
+            if alt:
+                doc.alts.append(alt)
+            if href := (attributes.get("href") or "").strip():
+                before = _tail(line, BEFORE_CHARS) or (doc.blocks[-1][-BEFORE_CHARS:] if doc.blocks
+                                                         else "")
+                doc.links.append(Link(href, alt, before, position))
+            node = node.next
+            continue
         hidden = judged.hidden
         if hidden or ("class" in attributes or "id" in attributes) and _PREHEADER_CLASS.search(
                 _names(attributes)):
@@ -284,7 +299,8 @@ def _walk(doc: HtmlDoc, sheet: visibility.Sheet) -> None:
             flush()
         anchored = tag == "a" and len(anchors) < MAX_OPEN_LINKS
         if anchored:
-            before = _tail(line) or (doc.blocks[-1][-80:] if doc.blocks else "")
+            before = _tail(line, BEFORE_CHARS) or (doc.blocks[-1][-BEFORE_CHARS:] if doc.blocks
+                                                         else "")
             anchors.append(_Anchor((attributes.get("href") or "").strip(), before, position))
         if len(stack) == MAX_DEPTH:
             doc.deep.append(node)
@@ -317,6 +333,8 @@ def _image(doc: HtmlDoc, node: Any, attributes: dict[str, str | None],
             anchor.add(f" {alt} ")
     if not src:
         return
+    if alt:
+        doc.alts.append(alt)
     doc.shown_images.add(attributes.get("src") or "")
     doc.images.append(Image(src=src, width=width, height=height, alt=alt,
                             hints=f"{_names(attributes)} {alt}".lower(), position=position,

@@ -19,7 +19,7 @@ from urllib.parse import unquote
 from . import clicks, sanitize
 from .attachments import inline_url
 from .headers import decode_words
-from .html import PREHEADER_WINDOW, HtmlDoc, Image, Link, collapse, fallback_text
+from .html import BEFORE_CHARS, PREHEADER_WINDOW, HtmlDoc, Image, Link, collapse, fallback_text
 from .html import load as load_html
 from .images import is_tracking_image
 from .result import Run, Unsubscribe
@@ -47,11 +47,17 @@ def phrase_pattern(kind: str) -> re.Pattern[str]:
     return re.compile("|".join(parts), re.IGNORECASE | re.MULTILINE)
 
 
-UNSUBSCRIBE = phrase_pattern("unsubscribe")
+OPT_OUT = phrase_pattern("unsubscribe")  # says it leaves the list
+PREFERENCES = phrase_pattern("preferences")  # a preference center: the list's settings
+OPT_OUT_PATH = phrase_pattern("unsubscribe_path")  # refuse.asp, mail_reject.jsp: in URLs only
+UNSUBSCRIBE = re.compile(f"{OPT_OUT.pattern}|{PREFERENCES.pattern}", re.IGNORECASE | re.MULTILINE)
 WEB_VERSION = phrase_pattern("web_version")
 TROUBLE_VIEWING = phrase_pattern("trouble_viewing")
 CLICK_HERE = phrase_pattern("click_here")
 ARRIVAL = phrase_pattern("arrival")  # "your newsletter is here": says nothing of this letter
+ADDRESS = phrase_pattern("address_line")  # the publisher's street address or telephone
+ARCHIVE = phrase_pattern("archive_notice")  # "past issues are on our site", "[print]"
+UNTITLED = phrase_pattern("untitled")  # "Untitled Document": an editor's default <title>
 # lines at the top of a letter that say nothing about it
 LEAD_JUNK = re.compile(
     "|".join(phrase_pattern(k).pattern
@@ -59,7 +65,7 @@ LEAD_JUNK = re.compile(
     re.IGNORECASE,
 )
 BOILERPLATE = re.compile(
-    rf"{TROUBLE_VIEWING.pattern}|{WEB_VERSION.pattern}|click\s+here\s+to\s+view"
+    rf"{TROUBLE_VIEWING.pattern}|{WEB_VERSION.pattern}|{ARCHIVE.pattern}|click\s+here\s+to\s+view"
     r"|add\s+us\s+to\s+your\s+address\s+book|^\(?광고\)?$",
     re.IGNORECASE,
 )
@@ -89,6 +95,7 @@ _SIZE_HINT = re.compile(
 _WIDTH_PARAM = re.compile(r"[?&](?:w|width|resize_w)=(\d{1,5})\b", re.IGNORECASE)
 MIN_THUMBNAIL_WIDTH = 200  # narrower images are icons, logos and author photos
 MAX_BANNER_RATIO = 4  # wider than 4:1 is a masthead or a divider, not a picture
+MAX_TOP_RATIO = 2.5  # near the top, wider than 5:2 is the letter's banner
 MAX_CANDIDATES = 8
 _EDGE_CHARS = "-–—|·•*_=~" + "".join(c for c in map(chr, range(0x3001)) if c.isspace())
 _URL_MARK = re.compile(r"https?://|www\.")
@@ -142,6 +149,8 @@ def analyse(
     if found.preview is None and text and doc is not None:  # an HTML part without text
         found.preview = run.guard("preview", lambda: preview(None, text, subject, sender_name),
                                   None)
+    if not found.preview:  # a letter that is pictures, or empty: the card is never blank
+        found.preview = run.guard("preview", lambda: stand_in(doc, subject, sender_name), None)
     found.reading_minutes = reading_minutes(visible)
     header = parse_list_unsubscribe(list_unsubscribe, unsubscribe_post)
     found.unsubscribe = header or run.guard("unsubscribe", lambda: body_unsubscribe(links), None) \
@@ -239,11 +248,14 @@ def preview(doc: HtmlDoc | None, text: str, subject: str | None = None,
         if not pieces and _names_brand(block, brand):
             skipped.append(block)
             continue  # the sender's name at the top: the masthead, in text
-        if LEAD_JUNK.search(block) and block_start < PREHEADER_WINDOW and size < MASTHEAD_CHARS \
+        if block_start < PREHEADER_WINDOW and size < MASTHEAD_CHARS and _letterhead(block) \
                 and not any(_SENTENCE_END.search(piece) for piece in pieces):
             skipped.extend(pieces)
-            pieces, size = [], 0  # a date, issue number or reading time: what stood above it
-            continue  # was the masthead, and the letter starts after it
+            pieces, size = [], 0  # a date, issue number, reading time or address: what stood
+            continue  # above it was the masthead, and the letter starts after it
+        if not pieces and _SECTION_LABEL.match(block):
+            skipped.append(block)
+            continue  # "■ 자료": a section's label above its first headline
         if not pieces and len(block) < 80 and ARRIVAL.search(block):
             continue
         if not pieces and title and len(block) < 2 * len(subject or "") + 20 \
@@ -258,7 +270,55 @@ def preview(doc: HtmlDoc | None, text: str, subject: str | None = None,
     return truncate(joined) if joined else None
 
 
+def stand_in(doc: HtmlDoc | None, subject: str | None, sender: str | None = None
+             ) -> str | None:
+    """The preview of a letter without text: its pictures' alt texts (image maps' areas too),
+    else its HTML <title>, else the subject. Alt texts of logos, buttons and icons, of the
+    sender's name alone, of links out (unsubscribe, web version), file names and an editor's
+    defaults ("image", "이미지") do not count."""
+    if doc is not None:
+        brand = _words(sender or "").replace(" ", "")
+        alts = [alt for alt in dict.fromkeys(doc.alts) if _LETTER.search(alt)
+                and not (NOT_CONTENT_IMAGE.search(alt) or UNSUBSCRIBE.search(alt)
+                         or BOILERPLATE.search(alt) or _FILE_NAME.search(alt)
+                         or UNTITLED.search(alt) or _names_brand(alt, brand))]
+        if alts := _tidy(" ".join(alts)):
+            return truncate(alts)
+        if _LETTER.search(doc.title) and not UNTITLED.search(doc.title):
+            return truncate(doc.title)
+    return truncate(subject) if subject and subject.strip() else None
+
+
 _LETTER = re.compile(r"[^\W\d_]")
+_FILE_NAME = re.compile(r"^\S+\.(?:jpe?g|png|gif|bmp|webp|svg)$", re.IGNORECASE)
+# a glyph and one or two words: the label of the section below ("■ 자료", "▶ 공지사항")
+_SECTION_LABEL = re.compile(
+    r"[■□▪▫▶▷►▸◆◇◈●○◎◉★☆※▣➤➢»•·]\s*[^\s.!?…]{1,12}(?:\s+[^\s.!?…]{1,12})?\s*$")
+# the parts of an issue line: "제 123호 (2016/05/31)", "Vol. 45 | May 31, 2016"
+_ISSUE_PARTS = re.compile(r"\s*[|·•()\[\]–—]\s*|\s+-\s+")
+MAX_LETTERHEAD_CHARS = 200
+
+
+def _letterhead(block: str) -> bool:
+    """Whether a block at the top is letterhead, not letter: a date, issue number, reading time
+    or notice alone; an issue line made of such parts, perhaps after the letter's name ("봄빛
+    소식지 제123호 (2016/05/31)"); or a line with the publisher's street address or telephone
+    that is no sentence."""
+    if LEAD_JUNK.search(block):
+        return True
+    if len(block) > MAX_LETTERHEAD_CHARS:
+        return False
+    if ADDRESS.search(block):
+        return not _SENTENCE_END.search(block)
+    words = block.split(" ")
+    for cut in range(min(len(words), 6)):
+        head = " ".join(words[:cut])
+        if len(head) > MASTHEAD_CHARS or _SENTENCE_END.search(head):
+            return False
+        parts = [p for p in _ISSUE_PARTS.split(" ".join(words[cut:])) if re.search(r"\w", p)]
+        if parts and all(LEAD_JUNK.search(p) for p in parts):
+            return True
+    return False
 
 
 def _names_brand(block: str, brand: str) -> bool:
@@ -293,7 +353,7 @@ def _menu_blocks(doc: HtmlDoc, scan: int = 40, item: int = 30) -> set[int]:
             texts.setdefault(index, []).append(link.text)
     linked = sorted(i for i, t in texts.items()
                     if _letters(" ".join(t)) >= _letters(doc.blocks[i]))
-    menus = {i for i in linked if len(texts[i]) >= 2}
+    menus = {i for i, t in texts.items() if len(t) >= 2 and _label_with_links(doc.blocks[i], t)}
     run: list[int] = []
     for i in [*linked, -2]:
         if run and i != run[-1] + 1:
@@ -301,6 +361,15 @@ def _menu_blocks(doc: HtmlDoc, scan: int = 40, item: int = 30) -> set[int]:
             run = []
         run.append(i)
     return menus
+
+
+def _label_with_links(block: str, links: list[str]) -> bool:
+    """Whether a block is its links, or a short label run together with more link text than
+    its own ("봄빛 소식지 6월호 Home Blog 후원하기"): no sentence."""
+    linked, whole = _letters(" ".join(links)), _letters(block)
+    if linked >= whole:
+        return True
+    return whole - linked <= min(linked, MASTHEAD_CHARS) and not _SENTENCE_END.search(block)
 
 
 def _letters(text: str) -> int:
@@ -431,7 +500,7 @@ def text_links(text: str) -> list[Link]:
         for match in itertools.islice(_URL_IN_TEXT.finditer(line), MAX_TEXT_LINKS - len(links)):
             before = collapse(line[max(0, match.start() - 400) : match.start()]) or previous
             href = match.group(0).rstrip(".,;:!?")
-            links.append(Link(href, "", before[-80:], position + match.start()))
+            links.append(Link(href, "", before[-BEFORE_CHARS:], position + match.start()))
         if stripped := collapse(_URL_IN_TEXT.sub(" ", line[-4096:])):
             previous = stripped
         position += len(line) + 1
@@ -457,7 +526,10 @@ def _best_link(links: list[Link], score: Callable[[Link], int]) -> Link | None:
 
 
 def body_unsubscribe(links: list[Link]) -> Unsubscribe | None:
-    """An unsubscribe link from the body: anchor text, href, or the words right before it."""
+    """An unsubscribe link from the body: its text ("Unsubscribe" before "Update your
+    preferences"), its href, or, for a short link ("click here", an image button without alt
+    text), the sentence it stands in: the words before it, or right after a bare call
+    ("<a>Click here</a> to unsubscribe")."""
 
     def score(link: Link) -> int:
         points = words(link)  # the words first: they rule out most links cheaply
@@ -468,11 +540,20 @@ def body_unsubscribe(links: list[Link]) -> Unsubscribe | None:
     def words(link: Link) -> int:
         if WEB_VERSION.search(link.text) or CONFIRM_LINK_TEXT.search(link.text):
             return 0
-        if UNSUBSCRIBE.search(link.text):
+        if OPT_OUT.search(link.text):
+            return 4
+        if PREFERENCES.search(link.text):
             return 3
-        if UNSUBSCRIBE.search(_href_words(link.href)):
+        if _leads_out(link.href):
             return 2
-        return int(len(link.text) <= 30 and bool(UNSUBSCRIBE.search(link.before[-80:])))
+        if len(link.text) > 30:
+            return 0
+        if UNSUBSCRIBE.search(link.before[-80:]) or UNSUBSCRIBE.search(
+                _clause_before(link.before)) or len(link.text) <= 20 and CLICK_HERE.search(
+                link.text) and UNSUBSCRIBE.search(_clause_after(link.after)):
+            return 1
+        # a button without words: where the click-tracker says it leads
+        return 2 * (len(link.text) <= 2 and _leads_out(clicks.target(link.href) or ""))
 
     if (best := _best_link(links, score)) is None:
         return None
@@ -481,8 +562,37 @@ def body_unsubscribe(links: list[Link]) -> Unsubscribe | None:
     return Unsubscribe(http=best.href, source="body")
 
 
+_CLAUSE_END = re.compile(r"[.!?。]\s")
+
+
+def _across(pattern: re.Pattern[str], link: Link) -> bool:
+    """Whether a link's sentence, read across the link (with or without the space the
+    collapsed text may have lost at its edges), says ``pattern``."""
+    parts = (_clause_before(link.before[-80:]), link.text, _clause_after(link.after))
+    return bool(pattern.search(" ".join(parts)) or pattern.search("".join(parts)))
+
+
+def _clause_before(before: str) -> str:
+    """The sentence a link ends: the text before it since the last full stop."""
+    ends = list(_CLAUSE_END.finditer(before))
+    return before[ends[-1].end():] if ends else before
+
+
+def _clause_after(after: str) -> str:
+    """The rest of a link's sentence after it, to its full stop."""
+    return re.split(r"[.!?。]", after[:100], maxsplit=1)[0]
+
+
+def _leads_out(href: str) -> bool:
+    """Whether a URL names the way out: unsubscribe words, or a mailer's refusal script."""
+    words = _href_words(href)
+    return bool(UNSUBSCRIBE.search(words) or OPT_OUT_PATH.search(words))
+
+
 def web_version(links: list[Link]) -> str | None:
-    """The "view in browser" / "웹에서 보기" link."""
+    """The "view in browser" / "웹에서 보기" link: by its text, the "can't read this mail?"
+    sentence around it, or, for a short link, its sentence read across it ("View this email
+    in a <a>web browser</a>", "<a>웹 브라우저</a>에서 보기")."""
 
     def score(link: Link) -> int:
         points = words(link)  # the words first: they rule out most links cheaply
@@ -495,10 +605,12 @@ def web_version(links: list[Link]) -> str | None:
         if WEB_VERSION.search(link.text):
             return 3
         if TROUBLE_VIEWING.search(link.text) or short and (
-                TROUBLE_VIEWING.search(link.before) or TROUBLE_VIEWING.search(link.after[:80])):
+                TROUBLE_VIEWING.search(link.before[-80:])
+                or TROUBLE_VIEWING.search(link.after[:80])):
             return 2
         return int(short and bool(WEB_VERSION.search(link.before[-40:])
-                                  or WEB_VERSION.search(link.after[:60])))
+                                  or WEB_VERSION.search(link.after[:60])
+                                  or _across(WEB_VERSION, link)))
 
     best = _best_link(links, score)
     return best.href if best else None
@@ -518,7 +630,7 @@ def confirmation(subject: str | None, text: str, links: list[Link]) -> str | Non
             return 3
         if CONFIRM_LINK_HREF.search(link.href):
             return 2
-        return int(len(link.text) <= 30 and bool(CONFIRM_CONTEXT.search(link.before)))
+        return int(len(link.text) <= 30 and bool(CONFIRM_CONTEXT.search(link.before[-80:])))
 
     best = _best_link(links, score)
     return best.href if best else None
@@ -544,13 +656,22 @@ def size_hint(src: str) -> tuple[int | None, int | None]:
 
 def _content_image(image: Image, brand: str = "", intrinsic: tuple[int, int] | None = None
                    ) -> bool:
+    """Whether a picture can stand for the letter: not a pixel, logo, icon, flag or button (by
+    name, class or alt), not a masthead by name unless it is a portrait (a banner is wide), not
+    the sender's name, not narrow or low, not a strip, not a banner near the top, and in a
+    format made for the web (no .svg, no .bmp)."""
     if is_tracking_image(image.src, image.width, image.height):
         return False
     path = unquote(image.src.split("?", 1)[0].split("://", 1)[-1].partition("/")[2])
+    if path.lower().endswith((".svg", ".bmp")):
+        return False
     if NOT_CONTENT_IMAGE.search(image.hints) or NOT_CONTENT_IMAGE.search(path):
         return False
+    portrait = image.width is not None and image.height is not None \
+        and image.height >= image.width
     name = _file_name(path)
-    if MASTHEAD_HINT.search(image.alt) or (not image.alt and MASTHEAD_HINT.search(name)):
+    if not portrait and (MASTHEAD_HINT.search(image.alt)
+                         or (not image.alt and MASTHEAD_HINT.search(name))):
         return False
     if len(brand) >= 3 and brand.lower() in image.alt.lower() and len(image.alt) <= len(brand) + 15:
         return False  # the sender's own name as a picture's caption: its logo or masthead
@@ -564,9 +685,8 @@ def _content_image(image: Image, brand: str = "", intrinsic: tuple[int, int] | N
     if height is not None and height < 50:
         return False
     ratio_w, ratio_h = (hinted_w, hinted_h) if hinted_w and hinted_h else (width, height)
-    if ratio_w and ratio_h and ratio_w > MAX_BANNER_RATIO * ratio_h:
-        return False
-    return not image.src.lower().split("?", 1)[0].endswith(".svg")
+    widest = MAX_TOP_RATIO if image.position < PREHEADER_WINDOW else MAX_BANNER_RATIO
+    return not (ratio_w and ratio_h and ratio_w > widest * ratio_h)
 
 
 def thumbnail_candidates(doc: HtmlDoc, cid_map: dict[str, str], brand: str = "",
