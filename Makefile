@@ -27,6 +27,7 @@ fuzz: $(VENV)/.installed
 # then the parser's and one delivery's numbers. Numbers, not assertions.
 bench: $(VENV)/.installed
 	$(VENV)/bin/python -m benchmarks.modes
+	$(VENV)/bin/python -m benchmarks.raw_store
 	$(VENV)/bin/pytest benchmarks -s -q
 
 # Install what is missing from Debian's packages (needs root; skipped when all is there). As root
