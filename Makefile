@@ -44,6 +44,7 @@ deps:
 	  [ -e /usr/lib/postfix/postfix-pgsql.so ] || missing="$$missing postfix-pgsql"; \
 	  command -v logrotate >/dev/null || [ -x /usr/sbin/logrotate ] || missing="$$missing logrotate"; \
 	  command -v chromium >/dev/null || missing="$$missing chromium"; \
+	  [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || missing="$$missing iproute2"; \
 	fi; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \

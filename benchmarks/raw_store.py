@@ -85,14 +85,16 @@ def measure(pg: LocalPostgres, name: str, messages: list[bytes]) -> dict:
 
 def table(results: list[dict]) -> str:
     lines = ["| set | raw size (mean) | store ms p50 without / with | WAL per delivery without /"
-             " with | raw_messages on disk per message |", "|---|---|---|---|---|"]
+             " with | raw_messages on disk per message | other tables on disk per delivery |",
+             "|---|---|---|---|---|---|"]
     for r in results:
         w, k = r["without"], r["with"]
         lines.append(
             f"| {r['set']} ({r['messages']}) | {r['raw_bytes_mean'] / 1024:.1f} KiB"
             f" | {w['ms_p50']:.2f} / {k['ms_p50']:.2f} ms"
             f" | {w['wal_bytes_mean'] / 1024:.1f} / {k['wal_bytes_mean'] / 1024:.1f} KiB"
-            f" | {r['raw_table_bytes_per_message'] / 1024:.1f} KiB |")
+            f" | {r['raw_table_bytes_per_message'] / 1024:.1f} KiB"
+            f" | {r['article_tables_bytes_per_delivery'] / 1024:.1f} KiB |")
     return "\n".join(lines)
 
 
