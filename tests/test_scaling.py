@@ -9,7 +9,8 @@ inside the namespaces only; nothing reaches the machine's own network or its DNS
                       smtp_fallback_relay [mx2] (mail from via-mx2@ goes to [mx2] first), and
                       the test's own SMTP client for the same message to both hosts
 
-Both hosts' database_url is libpq's failover list (host a,b, target_session_attrs=read-write);
+Both hosts' database_url is libpq's failover list (host a,b, target_session_attrs=read-write)
+over TLS with sslmode=verify-full (a CA made here; pg_hba accepts the hosts over TLS only);
 Postfix's member lookup names both hosts (its own failover, reads work on the standby). Each host
 asks a DNS server on its own loopback (tests/dns_fixture.py) that answers NXDOMAIN.
 
@@ -79,7 +80,8 @@ class Cluster(LocalPostgres):
 
     def start(self) -> None:
         opts = (f"-k {self.sock} -p {self.port} -c listen_addresses={self.address} "
-                "-c fsync=on -c max_connections=60 -c wal_level=replica")
+                "-c fsync=on -c max_connections=60 -c wal_level=replica -c ssl=on "
+                "-c ssl_cert_file=server.pem -c ssl_key_file=server.key")
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", opts, "-w",
                   "-l", str(self.base / "postgres.log"), "start")
 
@@ -210,6 +212,31 @@ def smtp_to(net: netns.Network, host: Host, rcpts: list[str], raw: bytes) -> dic
         return s.sendmail(SENDER, rcpts, raw)
 
 
+def certificates(tls: Path, data: Path) -> Path:
+    """A CA, and a server certificate it signed for both database addresses (libpq's
+    verify-full checks the address each host of the list is reached by) put into `data`;
+    returns the CA's file, readable by the pipe user and Postfix."""
+    tls.mkdir(mode=0o755)
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=tls, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
+            "ca.pem", "-days", "2", "-subj", "/CN=bombom test database CA")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out",
+            "server.csr", "-subj", "/CN=db.bombom.test")
+    (tls / "san.ext").write_text(
+        f"subjectAltName = IP:{ADDR['primary']}, IP:{ADDR['standby']}\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "san.ext")
+    for name, mode in (("server.pem", 0o644), ("server.key", 0o600)):
+        (data / name).write_bytes((tls / name).read_bytes())
+        (data / name).chmod(mode)
+        give(data / name, "postgres")
+    (tls / "ca.pem").chmod(0o644)
+    return tls / "ca.pem"
+
+
 @pytest.fixture(scope="module")
 def world(workdir: Path) -> Iterator[World]:
     net = netns.Network(f"b21{os.getpid() % 100000}", NET)
@@ -227,8 +254,9 @@ def world(workdir: Path) -> Iterator[World]:
         net.host("db", 31, 32)
         primary = Cluster(net, base / "primary", ADDR["primary"])
         primary.init()
-        with open(primary.data / "pg_hba.conf", "a") as f:  # the edge hosts, by password
-            f.write(f"host bombom all {NET}.0/24 scram-sha-256\n")
+        ca = certificates(base / "tls", primary.data)  # the standby gets them by pg_basebackup
+        with open(primary.data / "pg_hba.conf", "a") as f:  # the edge hosts: TLS and password
+            f.write(f"hostssl bombom all {NET}.0/24 scram-sha-256\n")
         primary.start()
         primary.createdb("bombom")
         with psycopg.connect(primary.url(), autocommit=True) as conn:
@@ -244,6 +272,7 @@ def world(workdir: Path) -> Iterator[World]:
         ).fetchone()[0] == 1, 60)
 
         both = f"{ADDR['primary']}:5432,{ADDR['standby']}:5432"
+        tls = f"sslmode=verify-full&sslrootcert={ca}&connect_timeout=2"
         for name, mode in (("mx1", "push"), ("mx2", "lmtp")):
             with netns.inside(net.ns(name)):  # a DNS server on the host's own loopback
                 dns.append(DnsServer().start())
@@ -256,8 +285,8 @@ def world(workdir: Path) -> Iterator[World]:
             h.env = install_env(
                 hb, primary, dns[-1].address, MODE=mode, DEADLINE=str(DEADLINE),
                 DELIVERY_DSN=f"postgresql://bombom_deliver@{both}/bombom"
-                             "?target_session_attrs=read-write&connect_timeout=2",
-                LOOKUP_DSN=f"postgresql://bombom_lookup@{both}/bombom?connect_timeout=2",
+                             f"?target_session_attrs=read-write&{tls}",
+                LOOKUP_DSN=f"postgresql://bombom_lookup@{both}/bombom?{tls}",
                 BOMBOM_DELIVERY_PASSWORD=PASSWORD["bombom_deliver"],
                 BOMBOM_LOOKUP_PASSWORD=PASSWORD["bombom_lookup"])
             h.install()
@@ -359,6 +388,10 @@ def test_same_message_to_both_hosts_is_one_article_per_member(world: World,
         assert world.one("SELECT count(*) FROM articles WHERE message_id LIKE %s", mid) == 2
     for h in (world.mx1, world.mx2):  # each host delivered both messages to both members
         assert h.log()[fresh[h.name]:].count("status=sent") == 4, h.log()[-3000:]
+    # the hosts' connections (the worker's kept ones at least) are TLS; pg_hba allows no other
+    assert world.sql("SELECT bool_and(s.ssl), count(*) > 0 FROM pg_stat_ssl s JOIN "
+                     "pg_stat_activity a USING (pid) WHERE a.usename = 'bombom_deliver'"
+                     ) == [(True, True)]
 
 
 def test_a_message_quarantined_on_one_host_is_replayed_from_the_other(
