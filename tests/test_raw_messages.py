@@ -113,3 +113,28 @@ def test_a_delivery_over_a_unix_socket_names_no_edge_host(env: Env, db: psycopg.
     """A delivery over a unix socket names no edge host; the column is the database's to fill."""
     assert env.deliver(DIGEST, recipient=ALICE).returncode == 0
     assert db.execute("SELECT edge_address FROM deliveries").fetchall() == [(None,)]
+
+
+def test_a_server_turned_read_only_is_retried_on_a_new_connection(
+        env: Env, db: psycopg.Connection) -> None:
+    """What a delivery meets on a kept connection to a demoted primary, or a standby that libpq
+    could not tell apart: 25006 (read-only transaction). It is "try again on a new connection"
+    inside the deadline, as for a broken link, and the delivery ends stored once the server
+    takes writes again; never quarantined as the message's fault. (The failover itself, with
+    real hosts: tests/test_scaling.py.)"""
+    from .sandbox import wait_for
+
+    db.execute("ALTER ROLE bombom_deliver SET default_transaction_read_only = on")
+    try:
+        p = env.popen("--recipient", ALICE)
+        assert p.stdin is not None
+        p.stdin.write(DIGEST)
+        p.stdin.close()
+        wait_for("a retry", lambda: "transient database error, retrying" in
+                 env.log.read_text(errors="replace"), 30)
+    finally:
+        db.execute("ALTER ROLE bombom_deliver RESET default_transaction_read_only")
+    assert p.wait(60) == 0 and p.stdout is not None
+    out = p.stdout.read()
+    assert p.returncode == 0 and out.startswith(b"2.0.0 stored"), out
+    assert db.execute("SELECT outcome FROM deliveries").fetchall() == [("stored",)]
