@@ -177,6 +177,8 @@ class Host(Postfix):
 
 
 class World:
+    """The namespaces, the two clusters and the three Postfix instances of one module."""
+
     def __init__(self, net: netns.Network, primary: Cluster, standby: Cluster,
                  mx1: Host, mx2: Host, snd: Host) -> None:
         self.net, self.primary, self.standby = net, primary, standby
