@@ -27,6 +27,7 @@ fuzz: $(VENV)/.installed
 # then the parser's and one delivery's numbers. Numbers, not assertions.
 bench: $(VENV)/.installed
 	$(VENV)/bin/python -m benchmarks.modes
+	$(VENV)/bin/python -m benchmarks.raw_store
 	$(VENV)/bin/pytest benchmarks -s -q
 
 # Install what is missing from Debian's packages (needs root; skipped when all is there). As root
@@ -44,6 +45,7 @@ deps:
 	  command -v logrotate >/dev/null || [ -x /usr/sbin/logrotate ] || missing="$$missing logrotate"; \
 	  command -v chromium >/dev/null || missing="$$missing chromium"; \
 	  [ -x /usr/sbin/opendkim ] || missing="$$missing opendkim"; \
+	  [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || missing="$$missing iproute2"; \
 	fi; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \

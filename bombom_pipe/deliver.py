@@ -166,10 +166,11 @@ def deliver_all(settings: config.Settings, saved: spool.Saved, envelopes: Sequen
     auth: Auth | None = None
     reason = quarantine
     early: Result | None = None
+    raw: bytes | None = None
     try:
+        raw = saved.path.read_bytes()  # parsed, and kept in the database with the delivery
         if reason is None:
             stage("parse")
-            raw = saved.path.read_bytes()
             msg, reason = _parse(raw, log)
             for a in msg.attachments if msg else ():
                 spool.save_bytes(settings.spool_dir, "att", a.data)
@@ -188,7 +189,7 @@ def deliver_all(settings: config.Settings, saved: spool.Saved, envelopes: Sequen
     for i, envelope in enumerate(envelopes):
         if early is None:
             result = _store_one(settings, saved, envelope, msg, reason, auth, deadline, log,
-                                started, connect, t0)
+                                started, connect, t0, raw)
         else:  # the parse, authenticate or spool step failed for all: each still logs its line
             result = early
             _log_outcome(log, envelope, envelope.recipient, "envelope", msg, saved, t0, result)
@@ -200,7 +201,7 @@ def deliver_all(settings: config.Settings, saved: spool.Saved, envelopes: Sequen
 def _store_one(settings: config.Settings, saved: spool.Saved, envelope: Envelope,
                msg: ParsedMessage | None, reason: str | None, auth: Auth | None,
                deadline: Deadline, log: Log, started: datetime, connect: Connect | None,
-               t0: float) -> Result:
+               t0: float, raw: bytes | None = None) -> Result:
     """Store for one recipient, log the one line of this delivery, and return its result."""
     d: Delivery | None = None
     source = "envelope"
@@ -214,7 +215,7 @@ def _store_one(settings: config.Settings, saved: spool.Saved, envelope: Envelope
             d = Delivery(recipient=recipient, raw_sha256=saved.sha256,
                          raw_path=str(saved.path), started_at=started,
                          queue_id=envelope.queue_id, envelope_sender=envelope.sender,
-                         client_address=envelope.client_address)
+                         client_address=envelope.client_address, raw=raw)
             result = _store_with_retries(settings, deadline, d, msg, reason, log, auth, connect)
     except DeadlineExceeded as e:
         result = Result(Outcome.TEMPFAIL, str(e))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -43,6 +43,7 @@ class Delivery:
     queue_id: str | None = None
     envelope_sender: str | None = None
     client_address: str | None = None
+    raw: bytes | None = field(default=None, repr=False)  # kept in raw_messages when given
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,8 +112,11 @@ def is_transient(exc: BaseException) -> bool:
         return getattr(exc, "sqlstate", None) != "57014"  # a cancelled statement is our timeout
     sqlstate = getattr(exc, "sqlstate", None) or ""
     # 40: serialization failure / deadlock; 08: connection; 53: out of resources (e.g. too many
-    # connections); 57P: admin shutdown / crash shutdown / cannot connect now
-    return sqlstate[:2] in {"40", "08", "53"} or sqlstate.startswith("57P")
+    # connections); 57P: admin shutdown / crash shutdown / cannot connect now; 25006: a write on
+    # a server that is (now) a read-only standby, e.g. a kept connection across a failover: a
+    # new connection finds the primary (target_session_attrs=read-write)
+    return (sqlstate[:2] in {"40", "08", "53"} or sqlstate.startswith("57P")
+            or sqlstate == "25006")
 
 
 def is_data_error(exc: BaseException) -> bool:
@@ -277,8 +281,20 @@ def deliver(conn: psycopg.Connection, d: Delivery, msg: ParsedMessage | None,
             result = Result(Outcome.QUARANTINED, quarantine_reason or "unparsable")
         else:
             result = _article(conn, d, msg, member_id, auth)
+        if member_id is not None and d.raw is not None:
+            keep_raw(conn, d.raw_sha256, d.raw)
         _record(conn, d, result, member_id, message_id)
     return result
+
+
+def keep_raw(conn: psycopg.Connection, sha256: str, raw: bytes) -> None:
+    """The raw bytes in `raw_messages` (migration 010), in the caller's transaction: its commit
+    is their copy on every host. Once per message: bytes already there are not sent again, and
+    a concurrent delivery of the same bytes waits for the first, then does nothing."""
+    if conn.execute("SELECT 1 FROM raw_messages WHERE sha256 = %s", (sha256,)).fetchone():
+        return
+    conn.execute("INSERT INTO raw_messages (sha256, bytes) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                 (sha256, raw))
 
 
 def _existing(conn: psycopg.Connection, member_id: int, key: str, raw_sha256: str

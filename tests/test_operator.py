@@ -167,6 +167,24 @@ def test_passwords_go_into_and_out_of_dsns_without_loss() -> None:
     assert with_password(dsn, "other") == dsn  # a DSN's own password wins
 
 
+def test_a_multi_host_lookup_dsn_is_one_uri_per_host_for_postfix(tmp_path) -> None:  # noqa: ANN001
+    """Postfix's pgsql `hosts` splits on commas: libpq's failover list becomes its host list;
+    the delivery DSN stays one libpq URI (libpq fails over itself)."""
+    dsn = "postgresql://bombom_lookup@10.0.0.1:5432,10.0.0.2:5433/bombom?sslmode=verify-full"
+    environ = {"DEADLINE": "60", "CONFIG_FILE": str(tmp_path / "c"),
+               "ADMIN_CONFIG": str(tmp_path / "a"), "LOOKUP_PASSFILE": "/etc/bombom/l.pgpass",
+               "DELIVERY_DSN": dsn.replace("lookup", "deliver"), "LOOKUP_DSN": dsn,
+               "ADMIN_DSN": "postgresql://bombom_admin@10.0.0.1/bombom",
+               "BOMBOM_DELIVERY_PASSWORD": "d", "BOMBOM_LOOKUP_PASSWORD": "l"}
+    out = settings(environ)
+    assert out["LOOKUP_HOSTS"].split(" ") == [
+        f"postgresql://bombom_lookup@{host}/bombom?sslmode=verify-full"
+        "&passfile=/etc/bombom/l.pgpass" for host in ("10.0.0.1:5432", "10.0.0.2:5433")]
+    assert out["DELIVERY_DSN"] == ("postgresql://bombom_deliver:d@10.0.0.1:5432,10.0.0.2:5433"
+                                   "/bombom?sslmode=verify-full")
+    assert psycopg.conninfo.conninfo_to_dict(out["DELIVERY_DSN"])["host"] == "10.0.0.1,10.0.0.2"
+
+
 def test_settings_keep_earlier_passwords(tmp_path) -> None:  # noqa: ANN001
     environ = {"DEADLINE": "60", "CONFIG_FILE": str(tmp_path / "bombom.conf"),
                "ADMIN_CONFIG": str(tmp_path / "admin.conf"),

@@ -17,7 +17,7 @@ from .conftest import EXAMPLES
 #: columns the database fills (keys, defaults, timestamps) or an operator sets
 DATABASE_SIDE = {
     "articles": {"id", "received_at"},
-    "deliveries": {"id", "finished_at"},
+    "deliveries": {"id", "finished_at", "edge_address"},  # edge_address: inet_client_addr()
     "attachments": {"id"},
 }
 #: articles columns that need the database, added by store._insert

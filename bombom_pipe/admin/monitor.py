@@ -27,7 +27,13 @@ def stats(obj: Context, hours: float) -> None:
     for outcome, n, p50, p95 in s.outcomes:
         click.echo(f"  {outcome or 'all':<12} {n:>8}   p50 {1000 * (p50 or 0):7.1f} ms"
                    f"   p95 {1000 * (p95 or 0):7.1f} ms")
+    if any(edge for edge, _ in s.edges):  # several hosts, over TCP
+        for edge, n in s.edges:
+            click.echo(f"  via {edge or 'a unix socket'}: {n}")
     click.echo(f"quarantine: {s.quarantined} unresolved")
+    rows, size, disk = s.database_raw
+    click.echo(f"raw messages in the database: {rows}, {size / 1e6:.1f} MB"
+               f" ({disk / 1e6:.1f} MB on disk)")
     for kind, (count, size) in s.spool.items():
         click.echo(f"spool {kind}: {count} files, {size / 1e6:.1f} MB")
     if s.free is not None:

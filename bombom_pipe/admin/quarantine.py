@@ -59,6 +59,8 @@ def replay(obj: Context, everything: bool, since: datetime | None,
                                    "bombom replay ...")
     with obj.connect() as conn:
         targets = ops.replay_targets(conn, everything, since, until)
+        for kept in targets:  # delivered through another host, or pruned here: from the database
+            ops.restore_raw(conn, settings.spool_dir, kept.raw_sha256)
     log = Log.for_settings(settings, ident="bombom-replay")
     tally: collections.Counter[str] = collections.Counter()
     missing = 0
@@ -87,9 +89,11 @@ def prune(obj: Context, days: int, apply: bool) -> None:
     of the spool's own layout are considered; links in it are never followed.
     """
     with obj.connect() as conn:
+        rows, row_bytes = ops.prune_database(conn, days)
         count, size = ops.prune(conn, obj.settings.spool_dir, days, apply)
     verb = "deleted" if apply else "would delete (dry run; --apply to delete)"
     click.echo(f"{verb}: {count} files, {size / 1e6:.1f} MB older than {days} days")
+    click.echo(f"{verb} in the database: {rows} raw messages, {row_bytes / 1e6:.1f} MB")
 
 
 COMMANDS = (quarantine, replay, prune)

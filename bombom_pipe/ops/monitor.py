@@ -39,6 +39,9 @@ class Stats:
     quarantined: int
     spool: dict[str, tuple[int, int]]  # kind -> (files, bytes)
     free: int | None  # bytes free where the spool is; None: no spool yet
+    #: raw_messages (every host's copy): rows, their bytes, the table's size on disk
+    database_raw: tuple[int, int, int] = (0, 0, 0)
+    edges: tuple[tuple[str | None, int], ...] = ()  # deliveries per edge host's address
 
 
 def stats(conn: psycopg.Connection, spool: Path, hours: float) -> Stats:
@@ -59,7 +62,13 @@ def stats(conn: psycopg.Connection, spool: Path, hours: float) -> Stats:
             count, size = count + 1, size + f.stat.st_size
         usage[kind] = count, size
     free = shutil.disk_usage(spool).free if spool.exists() else None
-    return Stats(rows, count_unresolved(conn), usage, free)
+    raw = conn.execute("SELECT count(*), coalesce(sum(octet_length(bytes)), 0),"
+                       " pg_total_relation_size('raw_messages') FROM raw_messages").fetchone()
+    edges = conn.execute(
+        """SELECT host(edge_address), count(*) FROM deliveries
+           WHERE started_at >= now() - make_interval(secs => %s)
+           GROUP BY 1 ORDER BY 1 NULLS FIRST""", (hours * 3600,)).fetchall()
+    return Stats(rows, count_unresolved(conn), usage, free, tuple(raw), tuple(edges))
 
 
 @dataclass(frozen=True, slots=True)

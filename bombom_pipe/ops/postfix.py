@@ -70,6 +70,16 @@ def without_password(dsn: str, passfile: Path) -> str:
     return urlunsplit(u._replace(netloc=f"{u.username}@{host}", query=query))
 
 
+def per_host(dsn: str) -> list[str]:
+    """A multi-host URI (`postgresql://u@a:5432,b:5432/db?...`, libpq's failover list) as one URI
+    per host: Postfix's pgsql `hosts` splits on commas, tries the hosts in turn and skips one
+    that failed for a while, which is the same failover for the read-only member lookup."""
+    _uri(dsn)
+    u = urlsplit(dsn)
+    user, at, hosts = u.netloc.rpartition("@")
+    return [urlunsplit(u._replace(netloc=f"{user}{at}{host}")) for host in hosts.split(",")]
+
+
 def pgpass_line(password: str) -> str:
     """A libpq password file line matching every connection (only our URI names the file)."""
     return "*:*:*:*:" + password.replace("\\", "\\\\").replace(":", "\\:")
@@ -138,7 +148,7 @@ def settings(environ: dict[str, str]) -> dict[str, str]:
         out[f"{kind}_ROLE"] = role
         out[f"{kind}_PASSWORD"] = password
         if kind == "LOOKUP":
-            out["LOOKUP_HOSTS"] = without_password(dsn, passfile)
+            out["LOOKUP_HOSTS"] = " ".join(without_password(h, passfile) for h in per_host(dsn))
             out["LOOKUP_DBNAME"] = parse(dsn).get("dbname", "bombom")
             out["LOOKUP_PASSFILE_LINE"] = pgpass_line(password) if password else ""
         else:

@@ -82,6 +82,21 @@ def delivery_user(spool_dir: Path) -> str:
         return "<the delivery user>"
 
 
+def restore_raw(conn: psycopg.Connection, spool_dir: Path, sha256: str) -> bool:
+    """Put a message's raw bytes into this host's spool from `raw_messages` when the spool lacks
+    them (it was delivered through another host, or pruned here); False when neither has them.
+    Bytes that do not hash to their key are refused, never written."""
+    import hashlib
+
+    if spool.raw_path(spool_dir, sha256).exists():
+        return True
+    row = conn.execute("SELECT bytes FROM raw_messages WHERE sha256 = %s", (sha256,)).fetchone()
+    if row is None or hashlib.sha256(row[0]).hexdigest() != sha256:
+        return False
+    spool.save_bytes(spool_dir, "raw", bytes(row[0]), ".eml")
+    return True
+
+
 def replay(settings: Settings, kept: Kept, log: Log) -> Outcome | None:
     """Deliver a kept message again as bombom-deliver does, in a confined child watched from
     outside (so a message whose parsing overran is quarantined again, not replayed forever);
@@ -102,22 +117,42 @@ def replay(settings: Settings, kept: Kept, log: Log) -> Outcome | None:
     return outcome
 
 
-def prune(conn: psycopg.Connection, spool_dir: Path, days: int,
-          apply: bool) -> tuple[int, int]:
-    """(count, bytes) of the raw files and attachments older than `days` that nothing spares;
-    deleted only with `apply`. Spared: anything of a newsletter marked keep_forever, raw files
-    of unresolved quarantined deliveries (the only copy), and anything the database used within
-    the window. Only files of the spool's own layout are considered; links are never followed."""
+def prune_database(conn: psycopg.Connection, days: int) -> tuple[int, int]:
+    """(rows, bytes) of `raw_messages` that `prune` deletes with the same `days` (it spares
+    what it spares in the spool)."""
     cutoff = datetime.now(UTC) - timedelta(days=days)
-    keep_raw = {r[0] for r in conn.execute(
+    return conn.execute(
+        "SELECT count(*), coalesce(sum(octet_length(bytes)), 0) FROM raw_messages"
+        " WHERE received_at < %s AND sha256 <> ALL(%s)", (cutoff, list(_spared(conn, cutoff)))
+    ).fetchone()
+
+
+def _spared(conn: psycopg.Connection, cutoff: datetime) -> set[str]:
+    """The raw messages `prune` keeps: used within the window, of a keep_forever newsletter,
+    or the only copy of an unresolved quarantined delivery."""
+    return {r[0] for r in conn.execute(
         """SELECT raw_sha256 FROM deliveries WHERE finished_at >= %s
            UNION SELECT a.raw_sha256 FROM articles a JOIN newsletters n
                  ON n.id = a.newsletter_id WHERE n.keep_forever
            UNION SELECT raw_sha256 FROM (""" + UNRESOLVED + ") u", (cutoff,))}
+
+
+def prune(conn: psycopg.Connection, spool_dir: Path, days: int,
+          apply: bool) -> tuple[int, int]:
+    """(count, bytes) of this host's raw files and attachments older than `days` that nothing
+    spares; deleted only with `apply`, and with them the same raw messages in `raw_messages`.
+    Spared: anything of a newsletter marked keep_forever, raw files of unresolved quarantined
+    deliveries (the only copy), and anything the database used within the window. Only files
+    of the spool's own layout are considered; links are never followed."""
+    cutoff = datetime.now(UTC) - timedelta(days=days)
+    keep_raw = _spared(conn, cutoff)
     keep_att = {r[0] for r in conn.execute(
         """SELECT t.sha256 FROM attachments t JOIN articles a ON a.id = t.article_id
            LEFT JOIN newsletters n ON n.id = a.newsletter_id
            WHERE a.received_at >= %s OR n.keep_forever""", (cutoff,))}
+    if apply:
+        conn.execute("DELETE FROM raw_messages WHERE received_at < %s AND sha256 <> ALL(%s)",
+                     (cutoff, list(keep_raw)))
     limit, count, size = cutoff.timestamp(), 0, 0
     for kind, keep in (("raw", keep_raw), ("att", keep_att)):
         for f in spool.files(spool_dir, kind):  # never follows the owner's links

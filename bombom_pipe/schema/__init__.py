@@ -65,6 +65,7 @@ GRANTS: dict[str, dict[str, str]] = {
         "deliveries": "SELECT, INSERT",
         "attachments": "SELECT, INSERT",
         "subscriptions": f"SELECT, INSERT, UPDATE ({', '.join(SUBSCRIPTION_UPSERT_COLUMNS)})",
+        "raw_messages": "SELECT, INSERT",  # migration 010: the bytes, for replay on any host
     },
     "lookup": {"members": "SELECT"},
 }
