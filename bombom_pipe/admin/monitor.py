@@ -95,6 +95,10 @@ def status(obj: Context, hours: float) -> None:
               help="seconds")
 @click.option("--deferred-age-crit", default=LIMITS.deferred_age_crit, show_default=True,
               help="seconds")
+@click.option("--backlog-age-warn", default=LIMITS.backlog_age_warn, show_default=True,
+              help="seconds: the oldest file in pull mode's Maildir")
+@click.option("--backlog-age-crit", default=LIMITS.backlog_age_crit, show_default=True,
+              help="seconds")
 @click.pass_obj
 def check(obj: Context, **limits: int) -> None:
     """Monitoring probe: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN, with one status line."""
