@@ -15,6 +15,9 @@ corpus's newsletters and the tests' Korean letters, 10-170 KB, each under its ow
     push+worker  pipe(8) to bombom-deliver, which hands each message to `bombom worker`
     lmtp         lmtp(8) to `bombom worker --lmtp-socket` (the LMTP door)
     pull         virtual(8) into the Maildir, drained by `bombom worker --maildir`
+    lmtp+metrics, pull+metrics   the same with the worker's metrics on (`metrics_listen`) and
+                 scraped every second, as the test's Prometheus does: the ratio to the route
+                 without is printed after the table
 Sender authentication asks a DNS server on loopback that answers NXDOMAIN (tests/dns_fixture.py),
 never the machine's resolver.
 messages/s is N over the time from the first SMTP connection to the last message stored (or
@@ -272,6 +275,9 @@ class Bench:
             entry = self.postfix.run("postconf", "-M", "bombom/unix").stdout.strip()
             timed = entry.replace("argv=", f"argv=/usr/bin/time -a -o {self.rss_file} -f %M ", 1)
             self.postfix.run("postconf", "-M", f"bombom/unix={timed}")
+        if "lmtp" in route:  # install.sh keeps a bombomlmtp service in MODE=lmtp only
+            self.postfix.run("postconf", "-M", "bombomlmtp/unix=bombomlmtp unix - - n - - lmtp")
+            self.postfix.postconf("bombomlmtp_destination_concurrency_limit = 2")
         self.postfix.postconf(
             "virtual_transport = floor" if route == "floor" else
             f"virtual_transport = bombomlmtp:unix:{self.lmtp_socket}" if "lmtp" in route else

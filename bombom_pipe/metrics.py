@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from .protocol import AUTH, OUTCOMES
+from .protocol import AUTH, OUTCOMES, epoch
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -116,8 +116,6 @@ class Live:
               stages: list[tuple[str, float]], done: float) -> None:
         """One job's times: `started` (Unix time the door began), `taken` (monotonic, a
         process took it), each stage's start (monotonic), `done` (monotonic, answered)."""
-        from .protocol import epoch
-
         self.stages.labels("read").observe(max(0.0, epoch(taken) - started))
         ends = [t for _, t in stages[1:]] + [done]
         for (stage, begun), end in zip(stages, ends, strict=True):

@@ -23,6 +23,8 @@ from bombom_pipe.protocol import AUTH, OUTCOMES
 from .builders import DIGEST, Worker, message, with_worker_socket
 from .conftest import ALICE, Env
 from .postfix_fixture import free_port
+from .sandbox import LocalPostgres
+from .test_operator import bombom
 
 #: every label value a metric may carry; numbers (`le`) aside
 ALLOWED = {*DOORS, *STAGES, *AUTH, *OUTCOMES, *DB_ERRORS, *QUEUES, "-", "other", "new",
@@ -129,6 +131,32 @@ def test_delivery_counts_settle_without_recounting_the_table(db: psycopg.Connect
     assert counts.base_id == 3 and counts.base == {"stored": 3}  # rows seen at t=0 settled
     assert counts.read(db, 30) == {"stored": 5, "quarantined": 1}
     assert counts.base_id == 6
+
+
+def test_bombom_metrics_textfile_and_status_with_the_database_up_and_down(
+        env: Env, pg: LocalPostgres, db: psycopg.Connection) -> None:
+    """Push mode's exporter: `bombom metrics --textfile` replaces the file whole (never a
+    partial file for node_exporter to read) with the deliveries table's counts; with the
+    database down it still writes, saying so; `status` shows the rest of its screen."""
+    db.execute("INSERT INTO deliveries (outcome, started_at) VALUES ('stored', now()), "
+               "('quarantined', now())")
+    out = env.base / "textfile" / "bombom.prom"
+    out.parent.mkdir()
+    r = bombom(env, "metrics", f"--textfile={out}", url=pg.url())
+    assert r.returncode == 0 and r.stdout == "", r
+    text = out.read_text()
+    assert value(text, "bombom_database_up") == 1
+    assert value(text, "bombom_recorded_deliveries_total", outcome="stored") == 1
+    assert value(text, "bombom_recorded_deliveries_total", outcome="quarantined") == 1
+    assert value(text, "bombom_spool_free_bytes") > 0
+    assert sorted(p.name for p in out.parent.iterdir()) == ["bombom.prom"]  # no leftovers
+    down = pg.url().replace(str(pg.sock), str(env.base / "no-server-here"))
+    r = bombom(env, "metrics", url=down)
+    assert r.returncode == 0 and value(r.stdout, "bombom_database_up") == 0, r
+    assert "bombom_recorded_deliveries_total" not in r.stdout
+    r = bombom(env, "status", url=down)
+    assert r.returncode == 0 and "database:   unreachable" in r.stdout, r
+    assert r.stdout.startswith("bombom: CRITICAL - database unreachable"), r.stdout
 
 
 def test_database_error_class_from_a_tempfail_reason() -> None:
