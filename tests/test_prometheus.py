@@ -167,12 +167,12 @@ class Mode:
             os.killpg(self.worker.pid, 9)
             self.worker.wait(10)
 
-    def bombom(self, *args: str, user: str | None = None) -> subprocess.CompletedProcess[str]:
+    def bombom(self, *args: str, **environ: str) -> subprocess.CompletedProcess[str]:
         env = self.postfix.env
         return subprocess.run(
-            as_user(user, ["env", f"MAIL_CONFIG={self.postfix.etc}",
+            ["env", f"MAIL_CONFIG={self.postfix.etc}", *(f"{k}={v}" for k, v in environ.items()),
                            f"{env['PREFIX']}/venv/bin/bombom", f"--config={env['CONFIG_FILE']}",
-                           *args]), capture_output=True, text=True, timeout=120)
+                           *args], capture_output=True, text=True, timeout=120)
 
     def close(self) -> None:
         self.stop_worker()
@@ -224,6 +224,8 @@ def test_prometheus_sees_every_mode(pg: LocalPostgres, workdir: Path,
                     continue
                 m.start_worker()
                 _burst_counted(m, pg, prom)
+                if mode in ("worker", "lmtp"):
+                    _check_sees_the_path(m)
                 if mode == "pull":
                     _pull_with_the_database_stopped(m, pg, prom)
                     _dashboard_queries_answer(prom)
@@ -315,6 +317,24 @@ def graph_png(prom: Prometheus, path: Path) -> None:
                     "--hide-scrollbars", "--window-size=1280,2100",
                     "--virtual-time-budget=15000", f"--screenshot={path}", url],
                    check=True, capture_output=True, timeout=120)
+
+
+def _check_sees_the_path(m: Mode) -> None:
+    """`bombom check` names the path Postfix uses and sees its worker, a domain Postfix does
+    not accept, and the worker gone: the cold path takes over (worker) or Postfix defers
+    everything (lmtp)."""
+    r = m.bombom("check")
+    assert r.returncode == 0 and f" path={m.mode} worker=1" in r.stdout, r.stdout
+    r = m.bombom("check", BOMBOM_DOMAINS="bombom.news,other.example")
+    assert r.returncode == 1, r.stdout
+    assert "Postfix does not accept mail for other.example" in r.stdout, r.stdout
+    m.stop_worker()
+    r = m.bombom("check")
+    assert " worker=0" in r.stdout, r.stdout
+    if m.mode == "worker":
+        assert r.returncode == 1 and "delivers on the cold path" in r.stdout, r.stdout
+    else:
+        assert r.returncode == 2 and "Postfix defers every message" in r.stdout, r.stdout
 
 
 def _check_sees_the_stopped_worker(m: Mode) -> None:
