@@ -32,7 +32,9 @@ bench: $(VENV)/.installed
 
 # Install what is missing from Debian's packages (needs root; skipped when all is there). As root
 # also Postfix with its pgsql tables, for the tests' private instance (the host's own Postfix stays
-# unconfigured: "No configuration"), and logrotate, which checks the installed snippet.
+# unconfigured: "No configuration"), logrotate, which checks the installed snippet, and
+# Prometheus (promtool checks the alert rules; the tests run their own server on 127.0.0.1),
+# without its recommended node exporter and with its own service neither started nor enabled.
 deps:
 	@missing=""; \
 	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing="$$missing postgresql"; \
@@ -51,6 +53,17 @@ deps:
 	  echo "installing:$$missing"; \
 	  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi; \
+	if [ "$$(id -u)" = 0 ] && ! command -v promtool >/dev/null; then \
+	  echo "installing: prometheus (its service stays off: the tests start their own on 127.0.0.1)"; \
+	  rc=/usr/sbin/policy-rc.d; made=""; \
+	  [ -e $$rc ] || { printf '#!/bin/sh\nexit 101\n' > $$rc; chmod 755 $$rc; made=1; }; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -q --no-install-recommends prometheus; status=$$?; \
+	  [ -z "$$made" ] || rm -f $$rc; \
+	  systemctl disable --now prometheus.service >/dev/null 2>&1 || \
+	    rm -f /etc/systemd/system/multi-user.target.wants/prometheus.service; \
+	  [ $$status = 0 ]; \
 	fi
 
 $(VENV)/.installed: pyproject.toml | deps

@@ -15,6 +15,9 @@ corpus's newsletters and the tests' Korean letters, 10-170 KB, each under its ow
     push+worker  pipe(8) to bombom-deliver, which hands each message to `bombom worker`
     lmtp         lmtp(8) to `bombom worker --lmtp-socket` (the LMTP door)
     pull         virtual(8) into the Maildir, drained by `bombom worker --maildir`
+    lmtp+metrics, pull+metrics   the same with the worker's metrics on (`metrics_listen`) and
+                 scraped every second, as the test's Prometheus does: the ratio to the route
+                 without is printed after the table
 Sender authentication asks a DNS server on loopback that answers NXDOMAIN (tests/dns_fixture.py),
 never the machine's resolver.
 messages/s is N over the time from the first SMTP connection to the last message stored (or
@@ -142,6 +145,31 @@ class RssSampler:
         self.thread.join()
 
 
+METRICS = "+metrics"  # a route's suffix: the same route, its worker serving metrics_listen
+
+
+class Scraper:
+    """Prometheus's part while a burst runs: GET /metrics every second (the test config's rate)."""
+
+    def __init__(self, port: int) -> None:
+        self.url, self.done, self.count = f"http://127.0.0.1:{port}/metrics", threading.Event(), 0
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        import urllib.request
+
+        while not self.done.wait(1.0):
+            with contextlib.suppress(OSError), urllib.request.urlopen(self.url, timeout=1) as r:
+                r.read()
+                self.count += 1
+
+    def stop(self) -> int:
+        self.done.set()
+        self.thread.join()
+        return self.count
+
+
 class Bench:
     def __init__(self, base: Path, n: int, processes: int) -> None:
         self.base, self.n, self.processes = base, n, processes
@@ -151,6 +179,7 @@ class Bench:
         self.postfix = Postfix(base / "instance")
         self.worker: subprocess.Popen[bytes] | None = None
         self.rss_file = base / "rss.txt"
+        self.metrics_port = free_port()
 
     # set-up
     def start(self) -> None:
@@ -205,6 +234,7 @@ class Bench:
 
     def start_worker(self, route: str) -> None:
         env = self.postfix.env
+        route, metrics = route.removesuffix(METRICS), route.endswith(METRICS)
         if route == "lmtp floor":
             out = self.base / "floor-out"
             out.mkdir(exist_ok=True)
@@ -216,6 +246,8 @@ class Bench:
             return
         args = [f"{env['PREFIX']}/venv/bin/bombom", f"--config={env['CONFIG_FILE']}", "worker",
                 f"--socket={env['WORKER_SOCKET']}", f"--processes={self.processes}"]
+        if metrics:  # served on loopback and scraped every second while the burst runs
+            args = ["env", f"BOMBOM_METRICS_LISTEN={self.metrics_port}", *args]
         if route == "pull":
             args.append(f"--maildir={env['MAILDIR_BASE']}/Maildir")
         if route == "lmtp":
@@ -236,19 +268,23 @@ class Bench:
     def configure(self, route: str) -> None:
         """Postfix (and the worker) for one route."""
         self.stop_worker()
+        worker_route, route = route, route.removesuffix(METRICS)
         mode = {"push+worker": "worker", "pull": "pull", "virtual": "pull"}.get(route, "push")
         self.install(mode)
         if route in ("cold push", "push+worker"):  # the command's own peak RSS, per run
             entry = self.postfix.run("postconf", "-M", "bombom/unix").stdout.strip()
             timed = entry.replace("argv=", f"argv=/usr/bin/time -a -o {self.rss_file} -f %M ", 1)
             self.postfix.run("postconf", "-M", f"bombom/unix={timed}")
+        if "lmtp" in route:  # install.sh keeps a bombomlmtp service in MODE=lmtp only
+            self.postfix.run("postconf", "-M", "bombomlmtp/unix=bombomlmtp unix - - n - - lmtp")
+            self.postfix.postconf("bombomlmtp_destination_concurrency_limit = 2")
         self.postfix.postconf(
             "virtual_transport = floor" if route == "floor" else
             f"virtual_transport = bombomlmtp:unix:{self.lmtp_socket}" if "lmtp" in route else
             "virtual_transport = virtual" if mode == "pull" else "virtual_transport = bombom")
         self.reload()
         if route in ("push+worker", "pull", "lmtp", "lmtp floor"):
-            self.start_worker(route)
+            self.start_worker(worker_route)
 
     # one burst
     def run(self, route: str, letters: list[bytes] | None) -> dict:
@@ -270,8 +306,9 @@ class Bench:
         messages = [distinct(letters[i % len(letters)], f"{route}-{i}".replace(" ", "-"))
                     if letters else newsletter(i, route) for i in range(self.n)]
         relay = {"floor": "floor", "virtual": "virtual", "pull": "virtual"}.get(
-            route, "bombomlmtp" if "lmtp" in route else "bombom")
-        stored = route in ("cold push", "push+worker", "pull", "lmtp")
+            route.removesuffix(METRICS), "bombomlmtp" if "lmtp" in route else "bombom")
+        stored = route.removesuffix(METRICS) in ("cold push", "push+worker", "pull", "lmtp")
+        scraper = Scraper(self.metrics_port) if route.endswith(METRICS) else None
         with RssSampler(self.roots) as rss:
             t0 = time.monotonic()
             with ThreadPoolExecutor(4) as pool:
@@ -282,6 +319,8 @@ class Bench:
                 wait_for("all delivered", lambda: len(self.sent(mark, relay)) >= self.n, 600,
                          0.05)
             took = time.monotonic() - t0
+        if scraper is not None:
+            scrapes = scraper.stop()
         delays = [float(m["delay"]) for m in self.sent(mark, relay)]
         result = {"route": route, "set": "real" if letters else "synthetic",
                   "messages": self.n, "seconds": round(took, 2),
@@ -292,7 +331,9 @@ class Bench:
         command_rss = [int(x) for x in self.rss_file.read_text().split() if x.isdigit()]
         if command_rss:
             result["command_rss_mib"] = round(statistics.median(command_rss) / 1024, 1)
-        if route == "pull":
+        if scraper is not None:
+            result["scrapes"] = scrapes
+        if route.removesuffix(METRICS) == "pull":
             with psycopg.connect(self.pg.url()) as conn:
                 lags = [r[0] for r in conn.execute(
                     "SELECT extract(epoch FROM finished_at - started_at)::float FROM deliveries")]
@@ -354,12 +395,20 @@ def table(results: list[dict]) -> str:
     return "\n".join(out)
 
 
+def metrics_cost(results: list[dict]) -> str:
+    """Delivery rate with the worker's metrics on (scraped every second) over off, same run."""
+    rate = {(r["set"], r["route"]): r["per_second"] for r in results}
+    pairs = [f"{s} {route}: {rate[(s, route + METRICS)] / rate[(s, route)]:.2f}"
+             for s, route in rate if (s, route + METRICS) in rate]
+    return "metrics on / off: " + (", ".join(pairs) or "-")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--messages", type=int, default=200)
     ap.add_argument("--json", default="bench-modes.json", help="where the figures go as JSON")
     ap.add_argument("--routes", default="floor,virtual,lmtp floor,cold push,push+worker,lmtp,"
-                                        "pull")
+                                        "lmtp+metrics,pull,pull+metrics")
     ap.add_argument("--sets", default="synthetic,real")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     ap.add_argument("--processes", type=int, default=os.cpu_count() or 2,
@@ -393,6 +442,7 @@ def main() -> int:
     print(f"\n{args.messages} messages per route, destination concurrency 2, worker processes "
           f"{args.processes}; real set: {len(letters)} letters; {machine}")
     print(table(results))
+    print(metrics_cost(results))
     Path(args.json).write_text(json.dumps({"machine": machine, "results": results}, indent=1))
     print(f"(JSON: {args.json})")
     return 0

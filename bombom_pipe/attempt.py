@@ -33,9 +33,11 @@ class Attempt:
                  end: float, forked: bool) -> None:
         self.fd, self.pid, self.job, self.forked = fd, pid, job, forked
         self.lines = protocol.Lines()
-        now = time.monotonic()
+        now = self.begun = time.monotonic()
         self.watch = judge.Watch(budget, end, now, self.cpu() or 0.0)
         self.results: list[tuple[str, str] | None] = [None] * len(job.recipients)
+        self.auth: str | None = None  # the authentication verdict it reported
+        self.stages: list[tuple[str, float]] = []  # (stage, monotonic time it began)
 
     def cpu(self) -> float | None:
         st = proc_stat(self.pid)
@@ -51,12 +53,15 @@ class Attempt:
         answered = []
         for m in self.lines.feed(data):
             if "stage" in m:
-                self.watch.enter(str(m["stage"]), time.monotonic(), self.cpu() or 0.0)
+                now = time.monotonic()
+                self.stages.append((str(m["stage"]), now))
+                self.watch.enter(str(m["stage"]), now, self.cpu() or 0.0)
             elif "outcome" in m:
                 i = int(m.get("rcpt", 0))  # type: ignore[arg-type]
                 if not 0 <= i < len(self.results) or self.results[i] is not None:
                     raise protocol.Garbage(f"verdict for recipient {i}")
                 self.results[i] = (str(m["outcome"]), str(m["detail"]))
+                self.auth = str(m["auth"]) if "auth" in m else self.auth
                 answered.append(i)
         return answered
 

@@ -105,8 +105,11 @@ def deliver(settings: config.Settings, job: protocol.Job, fd: int, connect: Conn
 
     def each(i: int, result: object) -> None:
         nonlocal answered
-        protocol.send(fd, {"outcome": result.outcome.value, "detail": result.detail,  # type: ignore[attr-defined]
-                           "rcpt": i})
+        verdict = {"outcome": result.outcome.value, "detail": result.detail,  # type: ignore[attr-defined]
+                   "rcpt": i}
+        if result.auth:  # type: ignore[attr-defined]
+            verdict["auth"] = result.auth  # type: ignore[attr-defined]
+        protocol.send(fd, verdict)
         answered = i + 1
 
     deadline.alarm()

@@ -18,12 +18,14 @@
     worker_socket = "/run/bombom/worker.sock"  # `bombom worker`'s socket; unset: no worker
     lmtp_socket = "/run/bombom/lmtp.sock"      # `bombom worker` serves LMTP here; unset: not
     members_map = "/etc/postfix/bombom-members"  # `bombom members` keeps this hash: table current
+    metrics_listen = "9464"    # `bombom worker`'s Prometheus metrics (a port: 127.0.0.1);
+                               # "ADDRESS:PORT" for another address; unset: no listener
 
 Postfix cleans the environment of pipe(8) commands, so production reads the file; tests and manual
 runs may use BOMBOM_DATABASE_URL, BOMBOM_SPOOL_DIR, BOMBOM_DEADLINE_SECONDS, BOMBOM_LOG,
 BOMBOM_ADMIN_DATABASE_URL, BOMBOM_DOMAINS (comma-separated), BOMBOM_AUTH_METHOD, BOMBOM_AUTHSERV_ID,
 BOMBOM_DNS_SERVERS, BOMBOM_DNS_TIMEOUT_SECONDS, BOMBOM_DMARC_REJECT_QUARANTINE,
-BOMBOM_WORKER_SOCKET, BOMBOM_LMTP_SOCKET, BOMBOM_MEMBERS_MAP instead.
+BOMBOM_WORKER_SOCKET, BOMBOM_LMTP_SOCKET, BOMBOM_MEMBERS_MAP, BOMBOM_METRICS_LISTEN instead.
 The file is chosen by `--config`, else BOMBOM_CONFIG, else the default path. A missing default
 file is fine when the environment supplies what is needed; a file named explicitly must exist.
 """
@@ -60,6 +62,7 @@ class Settings:
     worker_socket: str | None = None
     lmtp_socket: str | None = None
     members_map: str | None = None
+    metrics_listen: tuple[str, int] | None = None
 
     def __repr__(self) -> str:  # never show a password
         return (f"Settings(database_url=<hidden>, spool_dir={self.spool_dir!s}, "
@@ -144,6 +147,29 @@ def host_port(server: str) -> tuple[str, int]:
     return host, int(port or 53)
 
 
+def _listen(value: object) -> tuple[str, int]:
+    """`9464` or "9464" -> ("127.0.0.1", 9464) (loopback unless an address is named);
+    "ADDRESS:PORT" or "[v6]:PORT" -> that address."""
+    import ipaddress
+
+    text = str(value).strip() if isinstance(value, int | str) and not isinstance(value, bool) \
+        else ""
+    if text.isdigit():
+        host, port = "127.0.0.1", int(text)
+    else:
+        m = re.fullmatch(r"\[([^\]]+)\]:(\d{1,5})|([^:\[\]]+):(\d{1,5})", text)
+        if not m:
+            raise ValueError("must be a port, or ADDRESS:PORT")
+        host, port = m[1] or m[3], int(m[2] or m[4])
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} is not an IP address") from None
+    if not 0 < port < 65536:
+        raise ValueError("the port must be between 1 and 65535")
+    return host, port
+
+
 def _bool(value: object) -> bool:
     if isinstance(value, bool):
         return value
@@ -169,6 +195,7 @@ _CONVERT = {
     "worker_socket": _text,
     "lmtp_socket": _text,
     "members_map": _text,
+    "metrics_listen": _listen,
 }
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -193,6 +193,8 @@ def deliver_all(settings: config.Settings, saved: spool.Saved, envelopes: Sequen
         else:  # the parse, authenticate or spool step failed for all: each still logs its line
             result = early
             _log_outcome(log, envelope, envelope.recipient, "envelope", msg, saved, t0, result)
+        if auth is not None:
+            result = replace(result, auth=auth.verdict)
         results.append(result)
         each(i, result)
     return results

@@ -6,6 +6,7 @@ door -> delivering process, once:  a Job (below), built by `Job.make` at each do
 delivering process -> door, in order:
     {"stage": "parse"} {"stage": "auth"} {"stage": "store"}   as each step begins (judge.py)
     {"outcome": "stored", "detail": "article 17", "rcpt": 0}  one verdict per recipient, in order
+        (with "auth": the authentication verdict, once the message was authenticated)
 bombom-deliver <-> worker (the pipe door): the Job, then {"accepted": true} once a delivery
 process took it, the stages, and the verdict.
 Anything else (bad JSON, an unknown stage or outcome, a line too long) is garbage, and the
@@ -25,6 +26,7 @@ MAX_LINE = 1 << 16  # a job with many recipients is the longest line; a verdict 
 MAX_RECIPIENTS = 1000
 OUTCOMES = ("stored", "duplicate", "quarantined", "nouser", "tempfail")
 DOORS = ("pipe", "lmtp", "maildir", "replay")
+AUTH = ("pass", "fail", "none", "temperror")  # auth.py's verdicts
 ENVELOPE = ("sender", "queue_id", "client_address")
 
 
@@ -148,6 +150,8 @@ def decode(line: bytes) -> dict[str, object]:
                                  or not isinstance(message.get("detail"), str)
                                  or not isinstance(message.get("rcpt", 0), int)):
         raise Garbage(f"bad verdict {line[:60]!r}")
+    if "auth" in message and message["auth"] not in AUTH:
+        raise Garbage(f"unknown authentication verdict {line[:60]!r}")
     return message
 
 

@@ -51,6 +51,7 @@ class Result:
     outcome: Outcome
     detail: str
     article_id: int | None = None
+    auth: str | None = None  # the authentication verdict, when the message got that far
 
 
 _ENCLOSING = re.compile(r"[\s<>]*")  # what surrounds an address: spaces and angle brackets

@@ -32,12 +32,16 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import child, config, judge, lmtp, protocol, spool
 from .attempt import Attempt, settle
 from .judge import GRACE
 from .log import Log
 from .maildir import Maildir, envelope, received
+
+if TYPE_CHECKING:  # metrics.py (prometheus_client) is loaded only with metrics_listen
+    from .metrics import Live
 
 IDENT = "bombom-worker"
 TICK = 0.1  # how often running jobs are judged and new/ is looked at when busy
@@ -136,6 +140,7 @@ class Worker:
         self.down_until = 0.0
         self.size_limit = DEFAULT_SIZE
         self.lmtp_peers: set[int] = set()
+        self.metrics: Live | None = None  # metrics_listen's (metrics.py)
 
     # life cycle
     def run(self) -> None:
@@ -152,11 +157,19 @@ class Worker:
             self._listen(self.lmtp_path, 0o111, self._accept_lmtp)
         for _ in range(self.processes):
             self._spawn()
+        if self.settings.metrics_listen:  # its threads start after the first forks
+            from .metrics import serve as metrics
+
+            doors = (("pipe",) if self.socket_path else ()) + (
+                ("lmtp",) if self.lmtp_path else ()) + (("maildir",) if self.maildir else ())
+            self.metrics = metrics(self.settings, self.maildir and self.maildir.root, doors)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._stop)
         where = self.maildir.root if self.maildir else "-"
+        listen = self.settings.metrics_listen
         self.log.info(f"worker started: {self.processes} processes, socket "
-                      f"{self.socket_path or '-'}, lmtp {self.lmtp_path or '-'}, maildir {where}")
+                      f"{self.socket_path or '-'}, lmtp {self.lmtp_path or '-'}, maildir {where}"
+                      f", metrics {':'.join(map(str, listen)) if listen else '-'}")
         while not self.stopping or self._busy():
             self._step()
         self._shutdown()
@@ -235,6 +248,10 @@ class Worker:
         self._reap()
         self._judge(time.monotonic())
         self._dispatch()
+        if self.metrics:
+            self.metrics.processes.set(len(self.procs))
+            self.metrics.busy.set(sum(1 for p in self.procs.values() if p.task))
+            self.metrics.queued.set(len(self.queue))
 
     # -- the judge, for every door ---------------------------------------------------------------
     def _from_proc(self, proc: Proc) -> None:
@@ -252,17 +269,23 @@ class Worker:
         try:
             for i in a.feed(data):
                 outcome, detail = a.results[i]  # type: ignore[misc]
-                self._answer(task, proc.index[i], outcome, detail)
+                self._answer(task, proc.index[i], outcome, detail, a.auth)
         except protocol.Garbage as e:
             self.log.error(f"delivery process {proc.pid}: {e}")
             self._end(proc, judge.Verdict("tempfail", f"garbage: {e}", counts=True))
             return
         if a.done:
             proc.task = proc.attempt = None
+            if self.metrics:
+                self.metrics.timed(task.job.door, task.job.started, a.begun, a.stages,
+                                   time.monotonic())
 
-    def _answer(self, task: Task, i: int, outcome: str, detail: str) -> None:
+    def _answer(self, task: Task, i: int, outcome: str, detail: str,
+                auth: str | None = None) -> None:
         if i in task.left:
             task.left.remove(i)
+            if self.metrics:
+                self.metrics.delivered(task.job.door, outcome, auth, detail)
             task.answer(i, outcome, detail)
 
     def _judge(self, now: float) -> None:
@@ -394,6 +417,10 @@ class Worker:
                 with contextlib.suppress(Exception):
                     self.lookup_conn.close()  # type: ignore[union-attr]
                 self.lookup_conn = None
+                if self.metrics:
+                    from .metrics import error_class
+
+                    self.metrics.db_errors.labels(error_class(type(e).__name__)).inc()
                 if not stale:  # a fresh connection failed too: the database is down
                     self.log.error(f"member lookup failed ({type(e).__name__}); answering 451 "
                                    f"for {DOWN_PAUSE:g} s")

@@ -71,6 +71,22 @@ def stats(conn: psycopg.Connection, spool: Path, hours: float) -> Stats:
     return Stats(rows, count_unresolved(conn), usage, free, tuple(raw), tuple(edges))
 
 
+def stats_json(s: Stats, hours: float, v: Survey) -> dict[str, object]:
+    """`stats --json`: the same numbers, and the delivery path they came through."""
+    return {
+        "hours": hours,
+        "path": v.path,
+        "worker": v.worker,
+        "deliveries": {outcome or "all": {"count": n, "p50_s": p50, "p95_s": p95}
+                       for outcome, n, p50, p95 in s.outcomes},
+        "quarantine_unresolved": s.quarantined,
+        "maildir": {d: {"files": n, "oldest_s": round(age, 1)}
+                    for d, (n, age) in v.backlog.items()},
+        "spool": {kind: {"files": n, "bytes": size} for kind, (n, size) in s.spool.items()},
+        "spool_free_bytes": s.free,
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     """`check`'s thresholds (the command's options)."""
@@ -82,6 +98,8 @@ class Limits:
     deferred_crit: int = 500
     deferred_age_warn: int = 3600  # seconds
     deferred_age_crit: int = 6 * 3600
+    backlog_age_warn: int = 300  # seconds: the oldest file in the Maildir (new/ or claimed/)
+    backlog_age_crit: int = 1800
 
 
 @dataclass(slots=True)
@@ -123,6 +141,7 @@ def check(settings: Settings, limits: Limits) -> Status:
             status.worse(WARNING, f"spool {free_mb} MB free")
     except OSError:
         pass  # the probe above said why
+    _judge_survey(status, survey(settings), limits)
     deferred = _deferred(settings.domains)
     if deferred is None:
         status.worse(UNKNOWN, "postqueue unavailable")
@@ -134,6 +153,156 @@ def check(settings: Settings, limits: Limits) -> Status:
         elif n > limits.deferred_warn or age > limits.deferred_age_warn:
             status.worse(WARNING, f"{n} deferred, oldest {int(age)} s")
     return status
+
+
+PATHS = {"push": "push: pipe(8) -> bombom-deliver (cold)",
+         "worker": "worker: pipe(8) -> bombom-deliver -> bombom worker",
+         "pull": "pull: virtual(8) -> Maildir -> bombom worker",
+         "lmtp": "lmtp: lmtp(8) -> bombom worker",
+         "none": "none: Postfix routes none of the domains to bombom"}
+
+
+@dataclass(frozen=True, slots=True)
+class Survey:
+    """How mail reaches us now, and whether the parts that can fail silently are alive."""
+
+    path: str  # push | worker | pull | lmtp | none (Postfix routes none of the domains to us)
+    transport: str | None  # Postfix's virtual_transport; None: no Postfix
+    worker: bool | None  # alive; None: no worker in this path
+    maildir: Path | None  # pull mode's
+    backlog: dict[str, tuple[int, float]]  # new/, claimed/ -> (files, oldest age in seconds)
+    missing: tuple[str, ...]  # our domains Postfix does not accept mail for
+    extra: tuple[str, ...]  # domains Postfix routes to us that are not ours
+
+
+def survey(settings: Settings) -> Survey:
+    """Ask Postfix how it hands mail to us (postconf), and probe the worker of that path."""
+    from ..metrics import scan
+
+    conf = _postconf("virtual_transport", "virtual_mailbox_domains", "relay_domains",
+                     "mydestination", "virtual_mailbox_base")
+    if conf is None:
+        return Survey("none", None, None, None, {}, (), ())
+    transport = conf["virtual_transport"]
+    vmd = set(_names(conf["virtual_mailbox_domains"]))
+    ours = set(settings.domains)
+    accepted = vmd | set(_names(conf["relay_domains"])) | set(_names(conf["mydestination"]))
+    missing = tuple(sorted(ours - accepted))
+    maildir, backlog, worker = None, {}, None
+    socket_path = settings.worker_socket or _delivery_setting("worker_socket")
+    if transport == "bombom" and vmd & ours:
+        path = "worker" if socket_path else "push"
+        if socket_path:
+            worker = _alive(settings, socket_path)
+    elif transport.startswith("bombomlmtp:") and vmd & ours:
+        path = "lmtp"
+        worker = _alive(settings, transport.split(":", 2)[2])
+    elif transport == "virtual" and vmd & ours and conf["virtual_mailbox_base"]:
+        path, maildir = "pull", Path(conf["virtual_mailbox_base"]) / "Maildir"
+        worker = _maildir_locked(maildir)
+        backlog = {d: scan(maildir / d) for d in ("new", "claimed")}
+    else:
+        path = "none"
+    extra = tuple(sorted(vmd - ours)) if path != "none" else ()
+    return Survey(path, transport, worker, maildir, backlog, missing, extra)
+
+
+def _judge_survey(status: Status, s: Survey, limits: Limits) -> None:
+    status.perf.append(f"path={s.path}")
+    if s.transport is None:
+        return  # no Postfix here: the queue's check says so
+    if s.missing:
+        status.worse(WARNING, f"Postfix does not accept mail for {', '.join(s.missing)}")
+    if s.extra:
+        status.worse(WARNING, f"Postfix routes {', '.join(s.extra)} to us: not in domains")
+    if s.worker is not None:
+        status.perf.append(f"worker={int(s.worker)}")
+    if s.worker is False:
+        if s.path == "worker":
+            status.worse(WARNING, "worker not running: bombom-deliver delivers on the cold path")
+        elif s.path == "lmtp":
+            status.worse(CRITICAL, "worker not running: Postfix defers every message (lmtp)")
+        elif s.path == "pull":
+            level = CRITICAL if any(n for n, _ in s.backlog.values()) else WARNING
+            status.worse(level, f"worker not draining {s.maildir}")
+    for d, (n, age) in s.backlog.items():
+        status.perf += [f"maildir_{d}={n}", f"maildir_{d}_oldest_s={int(age)}"]
+    if s.backlog:
+        n = sum(n for n, _ in s.backlog.values())
+        age = max(age for _, age in s.backlog.values())
+        if age > limits.backlog_age_crit:
+            status.worse(CRITICAL, f"{n} in the Maildir, oldest {int(age)} s")
+        elif age > limits.backlog_age_warn:
+            status.worse(WARNING, f"{n} in the Maildir, oldest {int(age)} s")
+
+
+def _delivery_setting(name: str) -> str | None:
+    """A key of bombom-deliver's own config file (root's admin.conf does not repeat it)."""
+    from ..config import DEFAULT_CONFIG, ConfigError, read_file
+
+    try:
+        value = read_file(DEFAULT_CONFIG, required=False).get(name)
+    except ConfigError:
+        return None
+    return value if isinstance(value, str) else None
+
+
+def _names(value: str) -> list[str]:
+    return [n.lower() for n in value.replace(",", " ").split() if "/" not in n and ":" not in n]
+
+
+def _postconf(*names: str) -> dict[str, str] | None:
+    """main.cf's values, expanded (MAIL_CONFIG names another instance); None: no Postfix."""
+    if not shutil.which("postconf"):
+        return None
+    r = subprocess.run(["postconf", "-x", *names], capture_output=True, text=True, timeout=20)
+    if r.returncode != 0:
+        return None
+    found = dict.fromkeys(names, "")
+    for line in r.stdout.splitlines():
+        key, _, value = line.partition("=")
+        found[key.strip()] = value.strip()
+    return found
+
+
+def _alive(settings: Settings, path: str) -> bool:
+    """Does the worker accept on its socket? As root, asked as the spool's owner (the worker
+    takes pipe connections from its own uid only, and logs any other)."""
+    import socket
+
+    def connect() -> str | None:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(2)
+            try:
+                s.connect(path)
+            except OSError as e:
+                return e.strerror or type(e).__name__
+        return None
+
+    if os.geteuid() == 0:
+        try:
+            st = os.stat(settings.spool_dir)
+        except OSError:
+            return connect() is None
+        return _as_user(st.st_uid, st.st_gid, connect) is None
+    return connect() is None
+
+
+def _maildir_locked(maildir: Path) -> bool:
+    """Does a worker hold the Maildir's lock (maildir.py), so drain it?"""
+    import fcntl
+
+    try:
+        fd = os.open(maildir / ".bombom-worker.lock", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -254,18 +423,28 @@ def _summary(problems: list[str]) -> str | None:
 
 def _deferred(domains: tuple[str, ...]) -> tuple[int, float] | None:
     """(count, age of the oldest in seconds) of deferred mail for our domains; None: no Postfix."""
+    queues = postfix_queue(domains)
+    return None if queues is None else queues["deferred"]
+
+
+QUEUES = ("incoming", "active", "deferred", "hold")
+
+
+def postfix_queue(domains: tuple[str, ...]) -> dict[str, tuple[int, float]] | None:
+    """Per Postfix queue, (messages with a recipient in our domains, age of the oldest in
+    seconds), from `postqueue -j`; None: no Postfix."""
     if not shutil.which("postqueue"):
         return None
     r = subprocess.run(["postqueue", "-j"], capture_output=True, text=True, timeout=20)
     if r.returncode != 0:
         return None
-    count, oldest, now = 0, 0.0, time.time()
+    found = dict.fromkeys(QUEUES, (0, 0.0))
+    now = time.time()
     for line in r.stdout.splitlines():
         entry = json.loads(line)
-        if entry.get("queue_name") != "deferred":
-            continue
+        name = entry.get("queue_name")
         rcpts = [x.get("address", "").lower() for x in entry.get("recipients", [])]
-        if any(a.rpartition("@")[2] in domains for a in rcpts):
-            count += 1
-            oldest = max(oldest, now - float(entry.get("arrival_time", now)))
-    return count, oldest
+        if name in found and any(a.rpartition("@")[2] in domains for a in rcpts):
+            n, oldest = found[name]
+            found[name] = n + 1, max(oldest, now - float(entry.get("arrival_time", now)))
+    return found
