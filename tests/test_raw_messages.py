@@ -7,6 +7,7 @@ real hosts (network namespaces, two MX, a standby): tests/test_scaling.py."""
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,6 +96,10 @@ def test_stats_counts_the_databases_copies(env: Env, pg: LocalPostgres,
     assert env.deliver(DIGEST).returncode == 0
     r = bombom(env, "stats", owner_url=pg.url())
     assert f"raw messages in the database: 1, {len(DIGEST) / 1e6:.1f} MB" in r.stdout, r.stdout
+    data = json.loads(bombom(env, "stats", "--json", owner_url=pg.url()).stdout)
+    assert data["raw_messages"]["rows"] == 1
+    assert data["raw_messages"]["bytes"] == len(DIGEST)
+    assert data["deliveries_by_edge"] == {"unix-socket": 1}
 
 
 def test_delivery_role_reads_and_adds_raw_messages_only(env: Env, pg: LocalPostgres,

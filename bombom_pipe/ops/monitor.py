@@ -84,6 +84,8 @@ def stats_json(s: Stats, hours: float, v: Survey) -> dict[str, object]:
                     for d, (n, age) in v.backlog.items()},
         "spool": {kind: {"files": n, "bytes": size} for kind, (n, size) in s.spool.items()},
         "spool_free_bytes": s.free,
+        "raw_messages": dict(zip(("rows", "bytes", "disk_bytes"), s.database_raw, strict=True)),
+        "deliveries_by_edge": {edge or "unix-socket": n for edge, n in s.edges},
     }
 
 
