@@ -18,12 +18,14 @@
     worker_socket = "/run/bombom/worker.sock"  # `bombom worker`'s socket; unset: no worker
     lmtp_socket = "/run/bombom/lmtp.sock"      # `bombom worker` serves LMTP here; unset: not
     members_map = "/etc/postfix/bombom-members"  # `bombom members` keeps this hash: table current
+    domain_daily_limit = 0      # articles per sender domain and UTC day; past it: quarantined
+                                # ("volume: ..."), never bounced; 0 = no limit
 
 Postfix cleans the environment of pipe(8) commands, so production reads the file; tests and manual
 runs may use BOMBOM_DATABASE_URL, BOMBOM_SPOOL_DIR, BOMBOM_DEADLINE_SECONDS, BOMBOM_LOG,
 BOMBOM_ADMIN_DATABASE_URL, BOMBOM_DOMAINS (comma-separated), BOMBOM_AUTH_METHOD, BOMBOM_AUTHSERV_ID,
 BOMBOM_DNS_SERVERS, BOMBOM_DNS_TIMEOUT_SECONDS, BOMBOM_DMARC_REJECT_QUARANTINE,
-BOMBOM_WORKER_SOCKET, BOMBOM_LMTP_SOCKET, BOMBOM_MEMBERS_MAP instead.
+BOMBOM_WORKER_SOCKET, BOMBOM_LMTP_SOCKET, BOMBOM_MEMBERS_MAP, BOMBOM_DOMAIN_DAILY_LIMIT instead.
 The file is chosen by `--config`, else BOMBOM_CONFIG, else the default path. A missing default
 file is fine when the environment supplies what is needed; a file named explicitly must exist.
 """
@@ -60,6 +62,7 @@ class Settings:
     worker_socket: str | None = None
     lmtp_socket: str | None = None
     members_map: str | None = None
+    domain_daily_limit: int = 0
 
     def __repr__(self) -> str:  # never show a password
         return (f"Settings(database_url=<hidden>, spool_dir={self.spool_dir!s}, "
@@ -144,6 +147,16 @@ def host_port(server: str) -> tuple[str, int]:
     return host, int(port or 53)
 
 
+def _count(value: object) -> int:
+    """A whole number >= 0 (TOML integer, or its digits from the environment)."""
+    if isinstance(value, bool) or not isinstance(value, int | str) or \
+            (isinstance(value, str) and not value.strip().isdigit()):
+        raise ValueError("must be a whole number, 0 or more")
+    if int(value) < 0:
+        raise ValueError("must be a whole number, 0 or more")
+    return int(value)
+
+
 def _bool(value: object) -> bool:
     if isinstance(value, bool):
         return value
@@ -169,6 +182,7 @@ _CONVERT = {
     "worker_socket": _text,
     "lmtp_socket": _text,
     "members_map": _text,
+    "domain_daily_limit": _count,
 }
 
 

@@ -97,6 +97,8 @@ SERVICE=bombom                                         # the master.cf name; mai
 LMTP_SERVICE=bombomlmtp                                # MODE=lmtp's lmtp(8) client in master.cf
 MAP=$POSTFIX_CONFIG_DIR/bombom-recipients.cf
 MEMBERS_MAP=$POSTFIX_CONFIG_DIR/bombom-members         # hash: table `bombom members` keeps
+BLOCK_MAPS="bombom-blocks-senders.cf bombom-blocks-clients.cf"  # pgsql: operator's blocklist
+BLOCKED=$POSTFIX_CONFIG_DIR/bombom-blocked             # -senders (hash:), -clients (cidr:): pull's
 OLD_PASSFILE=$POSTFIX_CONFIG_DIR/bombom-recipients.pgpass  # earlier installs kept it there
 PRIOR=$POSTFIX_CONFIG_DIR/bombom-prior-settings        # what `uninstall` puts back
 CONF_BASE=$(dirname "$INSTALL_ENV")/bombom.conf.installed  # what install last wrote: hand edits
@@ -210,6 +212,9 @@ install_files() {
   install -d -m 0755 "$(dirname "$CONFIG_FILE")" "$(dirname "$LOOKUP_PASSFILE")"
   install_config
   install_file "$MAP" "root:postfix" 0640 < <(render "$HERE/bombom-recipients.cf")
+  for f in $BLOCK_MAPS; do  # the operator's blocklist (check_client/sender_access)
+    install_file "$POSTFIX_CONFIG_DIR/$f" "root:postfix" 0640 < <(render "$HERE/$f")
+  done
   # the lookup password, for libpq in proxymap (which runs as postfix): outside Postfix's
   # directory, which must hold only root's files; libpq ignores a passfile others may read
   if [[ -n $LOOKUP_PASSFILE_LINE ]]; then
@@ -481,6 +486,7 @@ uninstall_worker() {
 # Postfix's local table of members (pull mode's recipient check, answered without the
 # database): rebuilt from the database when it can be asked, else kept (or made empty).
 install_members_map() {
+  install_blocked_maps
   if [[ -f $ADMIN_CONFIG ]] && "$VENV/bin/bombom" --config="$ADMIN_CONFIG" members map >/dev/null 2>&1; then
     return 0
   fi
@@ -490,6 +496,21 @@ install_members_map() {
     chown root:postfix "$MEMBERS_MAP.db"; chmod 0640 "$MEMBERS_MAP.db"
   fi
   [[ $MODE == pull ]] && say "members map: the database could not be asked; $MEMBERS_MAP kept (bombom members map rewrites it)"
+  return 0
+}
+
+# Pull mode's local copies of the operator's blocklist, as for the members: from the database
+# when it can be asked, else kept (or made empty: a missing table is a lookup error, 451).
+install_blocked_maps() {
+  if [[ -f $ADMIN_CONFIG ]] && "$VENV/bin/bombom" --config="$ADMIN_CONFIG" block map >/dev/null 2>&1; then
+    return 0
+  fi
+  [[ -f $BLOCKED-clients ]] || install -m 0640 -o root -g postfix /dev/null "$BLOCKED-clients"
+  if [[ ! -f $BLOCKED-senders.db ]]; then
+    install -m 0640 -o root -g postfix /dev/null "$BLOCKED-senders"
+    pf postmap "hash:$BLOCKED-senders"
+    chown root:postfix "$BLOCKED-senders.db"; chmod 0640 "$BLOCKED-senders.db"
+  fi
   return 0
 }
 
@@ -620,7 +641,8 @@ cmd_uninstall() {
   fi
   # bombom_* parameters without the service would only draw "unused parameter" warnings
   { grep -Eo "^(${SERVICE}|${LMTP_SERVICE})_[a-z_]+" "$POSTFIX_CONFIG_DIR/main.cf" || true; } | xargs -r -n1 "postconf" -c "$POSTFIX_CONFIG_DIR" -X
-  rm -f "$MAP" "$OLD_PASSFILE" "$MEMBERS_MAP" "$MEMBERS_MAP.db"
+  rm -f "$MAP" "$OLD_PASSFILE" "$MEMBERS_MAP" "$MEMBERS_MAP.db" "$BLOCKED-clients" "$BLOCKED-senders" "$BLOCKED-senders.db"
+  for line in $BLOCK_MAPS; do rm -f "$POSTFIX_CONFIG_DIR/$line"; done
   uninstall_worker
   CHANGED=1
   check_and_reload
@@ -654,6 +676,7 @@ cmd_init_db() {
   install -d -m 0755 "$(dirname "$ADMIN_CONFIG")"
   install_file "$ADMIN_CONFIG" root:root 0600 < <(render "$HERE/admin.conf")
   [[ -f $MEMBERS_MAP ]] && "$VENV/bin/bombom" --config="$ADMIN_CONFIG" members map >/dev/null
+  [[ -f $BLOCKED-senders ]] && "$VENV/bin/bombom" --config="$ADMIN_CONFIG" block map >/dev/null
   probe_lookup || die "the recipient lookup cannot query the database: $LOOKUP_ERROR
   (LOOKUP_DSN, pg_hba.conf; run 'make install' again if the lookup password changed)"
 }

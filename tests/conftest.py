@@ -137,7 +137,7 @@ def fresh_schema(url: str) -> None:
         grant(conn, "delivery", "bombom_deliver")
         grant(conn, "lookup", "bombom_lookup")
         conn.execute("TRUNCATE attachments, deliveries, subscriptions, articles, newsletters, "
-                     "members RESTART IDENTITY")
+                     "member_blocks, operator_blocks, domain_volume, members RESTART IDENTITY")
         conn.execute("INSERT INTO members (address) VALUES (%s), (%s)", (ALICE, BOB))
 
 

@@ -95,6 +95,7 @@ GROUPS = (
     "monitor",
     "install",
     "worker",
+    "blocks",
 )
 
 

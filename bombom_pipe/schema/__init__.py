@@ -65,8 +65,11 @@ GRANTS: dict[str, dict[str, str]] = {
         "deliveries": "SELECT, INSERT",
         "attachments": "SELECT, INSERT",
         "subscriptions": f"SELECT, INSERT, UPDATE ({', '.join(SUBSCRIPTION_UPSERT_COLUMNS)})",
+        "member_blocks": "SELECT",  # migration 009
+        "domain_volume": "SELECT, INSERT, UPDATE (messages, quarantined)",
     },
-    "lookup": {"members": "SELECT"},
+    # Postfix's: who is a member, and the operator's blocklist (migration 009)
+    "lookup": {"members": "SELECT", "operator_blocks": "SELECT"},
 }
 
 
