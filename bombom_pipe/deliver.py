@@ -271,4 +271,6 @@ def _describe(e: BaseException, deadline: Deadline) -> str:
         return f"deadline of {deadline.seconds:g}s reached (database cancelled the statement)"
     if name in {"OperationalError", "ConnectionTimeout"}:
         return f"database unavailable ({name})"
+    if sqlstate and sqlstate[:2] == "53":  # disk full, out of memory, too many connections
+        return f"database out of resources ({name} {sqlstate})"
     return f"{name}{f' {sqlstate}' if sqlstate else ''}"

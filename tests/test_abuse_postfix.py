@@ -76,10 +76,10 @@ def mail(postfix: Postfix, pg: LocalPostgres) -> Iterator[int]:
 
 def bombom(postfix: Postfix, pg: LocalPostgres, *args: str) -> subprocess.CompletedProcess[str]:
     """The installed `bombom` as root would run it, on the schema owner's connection."""
+    env = {"PATH": os.environ["PATH"], "BOMBOM_CONFIG": postfix.env["CONFIG_FILE"],
+           "BOMBOM_DATABASE_URL": pg.url()}
     return subprocess.run([f"{postfix.env['PREFIX']}/venv/bin/bombom", *args], text=True,
-                          capture_output=True, env={
-                              "PATH": os.environ["PATH"], "BOMBOM_CONFIG": postfix.env["CONFIG_FILE"],
-                              "BOMBOM_DATABASE_URL": pg.url()})
+                          capture_output=True, env=env)
 
 
 def letter(sender: str, n: int, tag: str) -> bytes:
@@ -187,3 +187,111 @@ def test_a_client_over_its_connection_rate_gets_4xx_never_5xx(
         postfix.run("postconf", "-X", "smtpd_client_event_limit_exceptions")
         reinstall(postfix)
         reload(postfix)
+
+
+# -- volume and disks ---------------------------------------------------------------------------
+
+def test_past_the_daily_limit_of_a_sender_domain_mail_is_quarantined_never_bounced(
+        postfix: Postfix, pg: LocalPostgres, mail: int) -> None:
+    conf = Path(postfix.env["CONFIG_FILE"])
+    text = conf.read_text()
+    conf.write_text(text + "domain_daily_limit = 2\n")
+    try:
+        send(postfix, [newsletter(i, "volume") for i in range(4)], [ALICE])
+        send(postfix, [letter("news@other.example", 1, "volume")], [ALICE])
+        wait_for("5 deliveries", lambda: count(pg, "SELECT count(*) FROM deliveries") == 5, 60)
+        wait_queue_empty(postfix, 30)
+    finally:
+        conf.write_text(text)
+    with connect(pg) as conn:
+        outcomes = conn.execute("SELECT outcome, detail FROM deliveries ORDER BY id").fetchall()
+        assert [o for o, _ in outcomes] == ["stored", "stored", "quarantined", "quarantined",
+                                            "stored"], outcomes
+        assert outcomes[2][1] == ("volume: sender domain news.example.kr over its limit of 2 "
+                                  "messages a day")
+        assert conn.execute("SELECT domain, messages, quarantined FROM domain_volume ORDER BY "
+                            "domain").fetchall() == [("news.example.kr", 4, 2),
+                                                     ("other.example", 1, 0)]
+    assert {m["status"] for m in pipe_lines(postfix, mail)} == {"sent"}  # 0: kept, not bounced
+    quarantine = bombom(postfix, pg, "quarantine", "list").stdout
+    assert quarantine.count("volume: sender domain news.example.kr") == 2
+    stats = bombom(postfix, pg, "stats").stdout
+    assert "quarantined" in stats and "news.example.kr" in stats, stats
+
+
+@pytest.fixture
+def tmpfs(workdir: Path) -> Iterator[Path]:
+    """A 1 MB tmpfs, unmounted afterwards."""
+    d = workdir / f"tmpfs-{os.getpid()}-{len(list(workdir.glob('tmpfs-*')))}"
+    d.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", str(d)],
+                   check=True, capture_output=True)
+    yield d
+    subprocess.run(["umount", str(d)], check=True)
+
+
+def fill(directory: Path) -> Path:
+    """Fill the file system of `directory` to the last byte; the filler file."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    return filler
+
+
+def deferred_then_delivered(postfix: Postfix, pg: LocalPostgres, mail: int, tag: str,
+                            free: Path) -> None:
+    """A newsletter to alice is deferred (75) with the reason, kept in the queue, and stored
+    once `free` is removed and the queue flushed."""
+    send(postfix, [newsletter(1, tag)], [ALICE])
+    wait_for("a deferral", lambda: [m for m in pipe_lines(postfix, mail)
+                                    if m["status"] == "deferred"], 60)
+    line = next(m for m in pipe_lines(postfix, mail) if m["status"] == "deferred")
+    assert line["dsn"].startswith("4."), line.group(0)
+    assert len(postfix.queued()) == 1 and count(pg, "SELECT count(*) FROM articles") == 0
+    free.unlink()
+    postfix.flush()
+    wait_articles(pg, 1, 60)
+    wait_queue_empty(postfix, 30)
+
+
+def test_spool_disk_full_is_75_and_postfix_keeps_the_mail(
+        postfix: Postfix, pg: LocalPostgres, mail: int, tmpfs: Path) -> None:
+    spool = Path(postfix.env["SPOOL_DIR"])
+    subprocess.run(["mount", "--bind", str(tmpfs), str(spool)], check=True)
+    try:
+        subprocess.run(["chown", "bombom:bombom", str(spool)], check=True)
+        os.chmod(spool, 0o700)
+        filler = fill(spool)
+        deferred_then_delivered(postfix, pg, mail, "spool-full", filler)
+        assert "spool:" in next(m for m in pipe_lines(postfix, mail)
+                                if m["status"] == "deferred")["text"]
+    finally:
+        subprocess.run(["umount", str(spool)], check=True)
+
+
+def test_database_disk_full_is_75_and_postfix_keeps_the_mail(
+        postfix: Postfix, pg: LocalPostgres, mail: int, tmpfs: Path) -> None:
+    """The articles table in a tablespace on a 1 MB tmpfs, filled: PostgreSQL cannot extend the
+    table (SQLSTATE 53100, disk full), which is transient: retried to the deadline, then 75."""
+    subprocess.run(["chown", "postgres:postgres", str(tmpfs)], check=True)
+    with connect(pg) as conn:
+        conn.execute(f"CREATE TABLESPACE tiny LOCATION '{tmpfs}'")
+        conn.execute("ALTER TABLE articles SET TABLESPACE tiny")
+    try:
+        filler = fill(tmpfs)
+        deferred_then_delivered(postfix, pg, mail, "db-full", filler)
+        assert "database out of resources (DiskFull 53100)" in next(
+            m for m in pipe_lines(postfix, mail) if m["status"] == "deferred")["text"]
+        with connect(pg) as conn:
+            assert conn.execute("SELECT count(*) FROM deliveries WHERE outcome = 'tempfail' "
+                                "AND detail LIKE '%%DiskFull%%'").fetchone()[0] >= 1
+    finally:
+        with connect(pg) as conn:
+            conn.execute("ALTER TABLE articles SET TABLESPACE pg_default")
+            conn.execute("DROP TABLESPACE tiny")

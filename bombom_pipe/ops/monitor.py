@@ -39,6 +39,8 @@ class Stats:
     quarantined: int
     spool: dict[str, tuple[int, int]]  # kind -> (files, bytes)
     free: int | None  # bytes free where the spool is; None: no spool yet
+    #: today's (UTC) busiest sender domains: (domain, messages, quarantined past the limit)
+    volume: tuple[tuple[str, int, int], ...] = ()
 
 
 def stats(conn: psycopg.Connection, spool: Path, hours: float) -> Stats:
@@ -59,7 +61,11 @@ def stats(conn: psycopg.Connection, spool: Path, hours: float) -> Stats:
             count, size = count + 1, size + f.stat.st_size
         usage[kind] = count, size
     free = shutil.disk_usage(spool).free if spool.exists() else None
-    return Stats(rows, count_unresolved(conn), usage, free)
+    volume = conn.execute(
+        """SELECT domain, messages, quarantined FROM domain_volume
+           WHERE day = (now() AT TIME ZONE 'UTC')::date
+           ORDER BY quarantined DESC, messages DESC, domain LIMIT 10""").fetchall()
+    return Stats(rows, count_unresolved(conn), usage, free, tuple(volume))
 
 
 @dataclass(frozen=True, slots=True)
