@@ -134,10 +134,14 @@ class Postfix:
         self.run("postfix", "stop", check=False)
 
     def _listening(self) -> bool:
-        """A whole SMTP greeting works (a bare connect can hit an smtpd a reload is retiring)."""
+        """A whole SMTP greeting works (a bare connect can hit an smtpd a reload is retiring).
+        A 4xx greeting is smtpd answering too: with the database down, the operator's blocklist
+        of clients cannot be asked at connect (main.cf's smtpd_delay_reject = no)."""
         try:
             with smtplib.SMTP("127.0.0.1", self.port, timeout=5) as s:
                 return s.noop()[0] == 250
+        except smtplib.SMTPConnectError as e:
+            return 400 <= e.smtp_code < 500
         except (OSError, smtplib.SMTPException):
             return False
 

@@ -2,7 +2,9 @@
 refused at MAIL FROM and at the first command (550 5.7.1; the database down: 451, never let
 through), a member's own block (kept, nothing shown, exit 0, never bounced), a client over its
 anvil rate (4xx, never 5xx), the volume limit per sender domain (quarantined with its reason),
-and a spool that is full (75: Postfix keeps the mail).
+a spool or a database disk that is full (75: Postfix keeps the mail), and a backup restored
+into a fresh database and spool, where `bombom replay --all` gives the same articles
+(docs/operations.md's "Backup and restore", step by step).
 
 One private Postfix instance (push mode, installed by install.sh) for the module, on loopback.
 """
@@ -10,6 +12,7 @@ One private Postfix instance (push mode, installed by install.sh) for the module
 from __future__ import annotations
 
 import os
+import shutil
 import smtplib
 import subprocess
 from collections.abc import Iterator
@@ -21,7 +24,7 @@ import pytest
 from .conftest import ALICE, BOB
 from .dns_fixture import DnsServer
 from .postfix_fixture import Postfix, available
-from .sandbox import LocalPostgres, wait_for
+from .sandbox import LocalPostgres, as_user, give, wait_for
 from .test_postfix import (
     SENDER,
     bounces,
@@ -295,3 +298,81 @@ def test_database_disk_full_is_75_and_postfix_keeps_the_mail(
         with connect(pg) as conn:
             conn.execute("ALTER TABLE articles SET TABLESPACE pg_default")
             conn.execute("DROP TABLESPACE tiny")
+
+
+# -- backup and restore --------------------------------------------------------------------------
+
+#: what an article shows and how it is keyed: the same after a restore and after a replay
+SAME = ("m.address", "a.dedup_key", "a.message_id", "a.subject", "a.from_address", "a.html",
+        "a.text_content", "a.display_html", "a.preview", "a.raw_sha256", "a.content_sha256",
+        "n.sender_address")
+
+
+def articles_of(url: str) -> list[tuple]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            f"SELECT {', '.join(SAME)} FROM articles a JOIN members m ON m.id = a.member_id "
+            "LEFT JOIN newsletters n ON n.id = a.newsletter_id ORDER BY 1, 2").fetchall()
+
+
+def test_a_backup_restored_into_a_fresh_database_and_spool_replays_to_the_same_articles(
+        postfix: Postfix, pg: LocalPostgres, mail: int, workdir: Path) -> None:
+    from bombom_pipe.schema import grant, upgrade
+    from bombom_pipe.schema.owner import make_owner
+
+    send(postfix, [newsletter(i, "backup") for i in range(3)], [ALICE, BOB])
+    send(postfix, [letter("news@other.example", 1, "backup")], [ALICE])
+    wait_articles(pg, 7, 60)
+    wait_queue_empty(postfix, 30)
+    before = articles_of(pg.url())
+    assert len(before) == 7
+
+    # the backup: pg_dump (custom format), then the spool (after the dump: every raw file the
+    # dump names is in the copy)
+    backup = workdir / "backup"
+    backup.mkdir()
+    give(backup, "postgres")
+    dump = backup / "bombom.dump"
+    subprocess.run(as_user("postgres", [str(pg.bindir / "pg_dump"), "-Fc", "-f", str(dump),
+                                        pg.url()]), check=True)
+    shutil.copytree(postfix.env["SPOOL_DIR"], backup / "spool", symlinks=True)
+
+    # the restore: a fresh database (pg_restore, then what `make db` does: owner, roles,
+    # grants) and a fresh spool from the copy, owned by the pipe user
+    pg.createdb("restored")
+    subprocess.run(as_user("postgres", [str(pg.bindir / "pg_restore"), "--no-owner",
+                                        "--no-privileges", "-d", pg.url("restored"),
+                                        str(dump)]), check=True)
+    with psycopg.connect(pg.url("restored"), autocommit=True) as conn:
+        assert upgrade(conn) == []  # the dump's schema is current
+        make_owner(conn, "bombom_admin")
+        grant(conn, "delivery", "bombom_deliver")
+        grant(conn, "lookup", "bombom_lookup")
+    spool = workdir / "restored-spool"
+    shutil.copytree(backup / "spool", spool, symlinks=True)
+    give(spool, "bombom")
+    os.chmod(spool, 0o700)
+    assert articles_of(pg.url("restored")) == before
+
+    conf = workdir / "restored.conf"
+    conf.write_text(f'database_url = "{pg.url("restored", user="bombom_deliver")}"\n'
+                    f'spool_dir = "{spool}"\nlog = "stderr"\ndeadline_seconds = 20\n'
+                    f'dns_servers = "{postfix.env["DNS_SERVERS"]}"\n')
+    shutil.chown(conf, "root", "bombom")
+    conf.chmod(0o640)
+
+    def replay() -> str:
+        r = subprocess.run(["runuser", "-u", "bombom", "--", f"{postfix.env['PREFIX']}/venv/bin/"
+                            "bombom", "--config", str(conf), "replay", "--all"],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    assert "replayed 7: duplicate 7" in replay()  # the spool holds what the database names
+    # and the articles come back from the raw messages alone
+    with psycopg.connect(pg.url("restored"), autocommit=True) as conn:
+        conn.execute("UPDATE deliveries SET article_id = NULL")  # the audit stays
+        for table in ("attachments", "subscriptions", "articles"):
+            conn.execute(f"DELETE FROM {table}")
+    assert "replayed 7: stored 7" in replay()
+    assert articles_of(pg.url("restored")) == before
