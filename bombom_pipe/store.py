@@ -279,7 +279,7 @@ def deliver(conn: psycopg.Connection, d: Delivery, msg: ParsedMessage | None,
         if member_id is None:
             result = Result(Outcome.NOUSER, f"no member {normalize_address(d.recipient)}")
         elif block is not None:
-            result = Result(Outcome.BLOCKED, f"blocked by the member: {block}")
+            result = Result(Outcome.BLOCKED, f"by the member: {block}")
         elif msg is None or quarantine_reason:
             result = Result(Outcome.QUARANTINED, quarantine_reason or "unparsable")
         else:
