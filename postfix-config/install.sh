@@ -29,7 +29,7 @@ INSTALL_ENV=${INSTALL_ENV:-/etc/bombom/install.env}
 REMEMBERED=(DOMAINS MODE PREFIX CONFIG_FILE SPOOL_DIR PIPE_USER DATABASE DELIVERY_DSN LOOKUP_DSN
             ADMIN_DSN ADMIN_CONFIG LOOKUP_PASSFILE BIN_DIR LOGROTATE_DIR DEADLINE MAXPROC LOG
             DNS_SERVERS MAILDIR_BASE SYSTEMD_DIR WORKER_SOCKET LMTP_SOCKET MESSAGE_SIZE_LIMIT
-            POSTFIX_CONFIG_DIR PYTHON)
+            POSTFIX_CONFIG_DIR PYTHON SMTP_SERVICE)
 declare -A GIVEN=() EARLIER=()
 for name in "${REMEMBERED[@]}"; do [[ -n ${!name+set} ]] && GIVEN[$name]=1; done
 if [[ -f $INSTALL_ENV ]]; then
@@ -63,6 +63,7 @@ WORKER_SOCKET=${WORKER_SOCKET:-/run/bombom/worker.sock}  # the worker's, for bom
 LMTP_SOCKET=${LMTP_SOCKET:-/run/bombom/lmtp.sock}        # lmtp: the worker's, for Postfix
 MESSAGE_SIZE_LIMIT=${MESSAGE_SIZE_LIMIT:-20480000}
 POSTFIX_CONFIG_DIR=${POSTFIX_CONFIG_DIR:-/etc/postfix}
+SMTP_SERVICE=${SMTP_SERVICE:-smtp/inet}               # master.cf's SMTP listener: postscreen goes here
 PYTHON=${PYTHON:-/usr/bin/python3}                    # the pipe user must be able to run it
 DNS_SERVERS=${DNS_SERVERS:-}                          # DKIM/SPF/DMARC lookups; empty: the system's
 if [[ -z ${LOG:-} ]]; then                            # no syslog daemon: no /dev/log
@@ -101,6 +102,7 @@ BLOCK_MAPS="bombom-blocks-senders.cf bombom-blocks-clients.cf"  # pgsql: operato
 BLOCKED=$POSTFIX_CONFIG_DIR/bombom-blocked             # -senders (hash:), -clients (cidr:): pull's
 OLD_PASSFILE=$POSTFIX_CONFIG_DIR/bombom-recipients.pgpass  # earlier installs kept it there
 PRIOR=$POSTFIX_CONFIG_DIR/bombom-prior-settings        # what `uninstall` puts back
+PRIOR_MASTER=$POSTFIX_CONFIG_DIR/bombom-prior-master   # master.cf entries before postscreen
 CONF_BASE=$(dirname "$INSTALL_ENV")/bombom.conf.installed  # what install last wrote: hand edits
 VENV=$PREFIX/venv
 RUNTIME_DIRS=$( (dirname "$WORKER_SOCKET"; [[ $MODE != lmtp ]] || dirname "$LMTP_SOCKET") | sort -u | paste -sd ' ')
@@ -315,6 +317,53 @@ apply_postfix() {
       CHANGED=1
     fi
   done <"$PRIOR"
+}
+
+# postscreen(8) in front of smtpd (master-postscreen.cf) on SMTP_SERVICE, when master.cf has it;
+# the entries it replaces or adds are recorded once (PRIOR_MASTER) for `uninstall`.
+postscreen_entries() {
+  local SMTP_LISTEN=${SMTP_SERVICE%/*} VARS=("${VARS[@]}" SMTP_LISTEN)
+  render "$HERE/master-postscreen.cf" | grep -Ev '^[[:space:]]*(#|$)' | tr -s ' \t' ' ' | sed 's/ $//'
+}
+
+apply_postscreen() {
+  local line name type key current
+  if [[ -z $(pf postconf -M "$SMTP_SERVICE" 2>/dev/null) ]]; then
+    say "master.cf has no $SMTP_SERVICE service: postscreen not put in front (SMTP_SERVICE names it)"
+    return 0
+  fi
+  if [[ ! -f $PRIOR_MASTER ]]; then
+    while IFS= read -r line; do
+      name=${line%% *}; type=$(awk '{print $2}' <<<"$line"); key=$name/$type
+      current=$(pf postconf -M "$key" 2>/dev/null | tr -s ' \n\t' ' ' | sed 's/ $//')
+      printf '%s=%s\n' "$key" "$current"
+    done < <(postscreen_entries) >"$PRIOR_MASTER.tmp"
+    mv "$PRIOR_MASTER.tmp" "$PRIOR_MASTER"
+  fi
+  while IFS= read -r line; do
+    name=${line%% *}; type=$(awk '{print $2}' <<<"$line"); key=$name/$type
+    current=$(pf postconf -M "$key" 2>/dev/null | tr -s ' \n\t' ' ' | sed 's/ $//')
+    [[ $current == "$line" ]] && continue
+    pf postconf -M "$key=$line"
+    say "master.cf: $key = $line"
+    CHANGED=1
+  done < <(postscreen_entries)
+}
+
+# master.cf's entries as they were before postscreen (an empty one was not there: removed)
+put_back_master() {
+  local line key entry
+  [[ -f $PRIOR_MASTER ]] || return 0
+  while IFS= read -r line; do
+    key=${line%%=*}; entry=${line#*=}
+    if [[ -z $entry ]]; then
+      pf postconf -M "$key" 2>/dev/null | grep -q . && pf postconf -MX "$key"
+    else
+      pf postconf -M "$key=$entry"
+    fi
+  done <"$PRIOR_MASTER"
+  rm -f "$PRIOR_MASTER"
+  say "master.cf: the SMTP service as before the install (no postscreen)"
 }
 
 check_and_reload() {
@@ -591,6 +640,7 @@ cmd_install() {
   # master.cf's lmtp service exists while main.cf names its parameters (else "unused parameter")
   [[ $MODE == lmtp ]] && apply_lmtp_service
   apply_postfix
+  apply_postscreen
   [[ $MODE == lmtp ]] || apply_lmtp_service
   check_and_reload
   remember_settings
@@ -631,6 +681,7 @@ cmd_uninstall() {
       say "master.cf: removed the $line service"
     fi
   done
+  put_back_master
   if [[ -f $PRIOR ]]; then
     while IFS= read -r line; do
       [[ $line == \#* || -z $line ]] && continue

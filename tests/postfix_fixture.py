@@ -149,7 +149,7 @@ class Postfix:
         return self.log().count(" reload -- ")
 
     def smtpd_pids(self) -> set[int]:
-        """This instance's smtpd processes (their argv names our listener)."""
+        """This instance's smtpd (or postscreen) processes (their argv names our listener)."""
         name = f"127.0.0.1:{self.port}".encode()
         pids = set()
         for proc in Path("/proc").glob("[0-9]*"):
@@ -157,7 +157,7 @@ class Postfix:
                 argv = (proc / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if argv[0].endswith(b"smtpd") and name in argv:
+            if argv[0].endswith((b"smtpd", b"postscreen")) and name in argv:
                 pids.add(int(proc.name))
         return pids
 

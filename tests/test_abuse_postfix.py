@@ -14,7 +14,9 @@ from __future__ import annotations
 import os
 import shutil
 import smtplib
+import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,7 +53,8 @@ def postfix(pg: LocalPostgres, workdir: Path, dns_server: DnsServer) -> Iterator
     base.chmod(0o755)
     p = Postfix(base / "instance")
     p.create()
-    p.env = install_env(base, pg, dns_server.address)
+    # postscreen in front of smtpd on the instance's listener (install.sh's SMTP_SERVICE)
+    p.env = install_env(base, pg, dns_server.address, SMTP_SERVICE=f"127.0.0.1:{p.port}/inet")
     p.install()
     p.start()
     yield p
@@ -162,6 +165,57 @@ def test_a_members_block_keeps_the_mail_shows_nothing_and_answers_0(
     assert lines[BOB]["status"] == "sent"
     assert bombom(postfix, pg, "block", "remove", "--member", ALICE,
                   "news.example.kr").returncode == 0
+
+
+# -- postscreen ---------------------------------------------------------------------------------
+
+def replies(conn: socket.socket, wait: float = 1.0) -> bytes:
+    """What the server said within `wait` seconds of silence."""
+    conn.settimeout(wait)
+    out = b""
+    try:
+        while chunk := conn.recv(4096):
+            out += chunk
+    except TimeoutError:
+        pass
+    return out
+
+
+def test_postscreen_is_in_front_and_refuses_a_client_that_talks_first(
+        postfix: Postfix, pg: LocalPostgres, mail: int) -> None:
+    """127.0.0.x is tested here like any client (the shipped postscreen_access_list lets
+    mynetworks through); a shorter greet wait keeps the test short. Each client comes from an
+    address of its own (127.0.0.2, .3), which postscreen has not seen (it remembers passes)."""
+    entry = postfix.run("postconf", "-M", f"127.0.0.1:{postfix.port}/inet").stdout
+    assert "postscreen" in entry.split(), entry
+    assert "pass" in postfix.run("postconf", "-M", "smtpd/pass").stdout
+    postfix.postconf("postscreen_access_list =", "postscreen_greet_wait = 2s")
+    reload(postfix)
+    try:
+        with socket.create_connection(("127.0.0.1", postfix.port), timeout=30,
+                                      source_address=("127.0.0.2", 0)) as conn:
+            conn.sendall(b"EHLO spam.example\r\n")  # before the greeting: spamware
+            time.sleep(3)
+            conn.sendall(b"MAIL FROM:<spam@junk.example>\r\n")
+            time.sleep(0.5)
+            conn.sendall(b"RCPT TO:<alice@bombom.news>\r\n")
+            said = replies(conn, 3)
+        assert said.startswith(b"220-") and b"\r\n550 5.5.1 Protocol error" in said, said
+        wait_for("postscreen's log line", lambda: "PREGREET" in postfix.log()[mail:], 10)
+        # a client that waits its turn: after the deep protocol tests it is told to come back
+        # (4xx), and is then handed to smtpd
+        codes = []
+        for _ in range(2):
+            with smtplib.SMTP("127.0.0.1", postfix.port, local_hostname="sender.example",
+                              timeout=30, source_address=("127.0.0.3", 0)) as s:
+                s.mail(SENDER)
+                codes.append(s.rcpt(ALICE)[0])
+        assert codes[0] // 100 == 4 and codes[1] == 250, codes
+        assert "PASS NEW [127.0.0.3]" in postfix.log()[mail:]
+    finally:
+        postfix.run("postconf", "-X", "postscreen_greet_wait")
+        reinstall(postfix)
+        reload(postfix)
 
 
 # -- rates --------------------------------------------------------------------------------------
