@@ -288,13 +288,20 @@ def deliver(conn: psycopg.Connection, d: Delivery, msg: ParsedMessage | None,
     return result
 
 
+def _split(address: str | None) -> tuple[str, str] | None:
+    """(local part, domain) of an address, lower-case and without +tag; None if it is none."""
+    local, at, domain = normalize_address(address or "").rpartition("@")
+    return (local, domain) if local and at and domain else None
+
+
 def sender_keys(*addresses: str | None) -> list[str]:
-    """What a block may name for these senders: each address and its domain, lower-case."""
+    """What a block may name for these senders: each address, its domain and the domains above
+    it (`example.com` covers `news.example.com`), lower-case."""
     keys: list[str] = []
-    for address in addresses:
-        local, at, domain = normalize_address(address or "").rpartition("@")
-        if local and at and domain:
-            keys += [f"{local}@{domain}", domain]
+    for parts in filter(None, map(_split, addresses)):
+        labels = parts[1].split(".")
+        keys += [f"{parts[0]}@{parts[1]}",
+                 *(".".join(labels[i:]) for i in range(max(1, len(labels) - 1)))]
     return keys
 
 
@@ -313,9 +320,8 @@ def member_block(conn: psycopg.Connection, member_id: int, from_address: str | N
 def sender_domain(msg: ParsedMessage, envelope_sender: str | None) -> str:
     """Whose volume a message counts to: its From domain, else the envelope sender's."""
     for address in (msg.from_address, envelope_sender):
-        keys = sender_keys(address)
-        if keys:
-            return keys[1][:MAX_ADDRESS]
+        if parts := _split(address):
+            return parts[1][:MAX_ADDRESS]
     return "-"
 
 

@@ -10,6 +10,7 @@ import pytest
 from bombom_pipe import lmtp
 from bombom_pipe.ops.blocks import Target, target
 from bombom_pipe.outcomes import DONE, Outcome
+from bombom_pipe.store import sender_keys
 
 from .builders import DIGEST
 from .conftest import ALICE, BOB, Env
@@ -42,10 +43,10 @@ def outcomes(db: psycopg.Connection) -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("sender", ["hello@digest.example.com", "digest.example.com",
-                                    "bounces@esp.example", "esp.example"])
+                                    "example.com", "bounces@esp.example", "esp.example"])
 def test_a_members_block_is_blocked_exit_0_and_no_article(env: Env, db: psycopg.Connection,
                                                           sender: str) -> None:
-    """By the From address or domain, or the envelope sender's."""
+    """By the From address or domain (or a domain above it), or the envelope sender's."""
     block(db, ALICE, sender)
     r = env.deliver(DIGEST, "--sender", "bounces@esp.example")
     assert r.returncode == 0 and r.stdout.startswith(b"2.0.0 blocked by the member: "
@@ -57,9 +58,18 @@ def test_a_members_block_is_blocked_exit_0_and_no_article(env: Env, db: psycopg.
     assert b"stored" in env.deliver(DIGEST, "--sender", "bounces@esp.example").stdout
 
 
-def test_a_block_of_another_sender_changes_nothing(env: Env, db: psycopg.Connection) -> None:
-    block(db, ALICE, "other.example")
+@pytest.mark.parametrize("sender", ["other.example", "com", "mple.com", "x.digest.example.com",
+                                    "digest@example.com", "hello@example.com"])
+def test_a_block_of_another_sender_changes_nothing(env: Env, db: psycopg.Connection,
+                                                   sender: str) -> None:
+    block(db, ALICE, sender)
     assert b"stored" in env.deliver(DIGEST).stdout
+
+
+def test_the_keys_a_block_may_name() -> None:
+    assert sender_keys("Hello+x@News.Digest.Example.com", None, "MAILER-DAEMON", "b@esp") == [
+        "hello@news.digest.example.com", "news.digest.example.com", "digest.example.com",
+        "example.com", "b@esp", "esp"]
 
 
 def test_past_the_daily_limit_new_articles_are_quarantined(env: Env, db: psycopg.Connection
