@@ -4,11 +4,25 @@ every door answers it as done; the operator's argument parsing; the volume count
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+from pathlib import Path
+
 import psycopg
 import pytest
 
 from bombom_pipe import lmtp
-from bombom_pipe.ops.blocks import Target, target
+from bombom_pipe.ops.blocks import (
+    CLIENT_REPLY,
+    CLIENTS_MAP,
+    SENDER_REPLY,
+    SENDERS_MAP,
+    Target,
+    add,
+    remove,
+    target,
+    write_maps,
+)
 from bombom_pipe.outcomes import DONE, Outcome
 from bombom_pipe.store import sender_keys
 
@@ -80,3 +94,28 @@ def test_past_the_daily_limit_new_articles_are_quarantined(env: Env, db: psycopg
     r = env.deliver(DIGEST.replace(b"Message-ID: <", b"Message-ID: <2."))
     assert r.returncode == 0 and b"quarantined volume: sender domain" in r.stdout, r
     assert db.execute("SELECT messages, quarantined FROM domain_volume").fetchall() == [(2, 1)]
+
+
+@pytest.mark.skipif(shutil.which("postmap", path="/usr/sbin:/usr/bin") is None,
+                    reason="Postfix is not installed")
+def test_pull_modes_local_copies_answer_as_the_database(db: psycopg.Connection,
+                                                         tmp_path: Path) -> None:
+    """`bombom block map` (pull mode): a hash: table of senders and a cidr: table of clients
+    that Postfix answers like the pgsql: maps (550 5.7.1), asked here with postmap -q."""
+    (tmp_path / "main.cf").write_text("compatibility_level = 3.6\n")  # postmap -c reads it
+    for t in (target("spam@junk.example"), target("junk2.example"), target("192.0.2.0/24")):
+        add(db, t)
+    assert write_maps(db, tmp_path) == 3
+
+    def ask(key: str, table: str) -> str:
+        return subprocess.run(["postmap", "-c", str(tmp_path), "-q", key, table],
+                              capture_output=True, text=True).stdout.strip()
+
+    senders, clients = f"hash:{tmp_path / SENDERS_MAP}", f"cidr:{tmp_path / CLIENTS_MAP}"
+    assert ask("spam@junk.example", senders) == SENDER_REPLY
+    assert ask("junk2.example", senders) == SENDER_REPLY
+    assert ask("other@junk.example", senders) == ""
+    assert ask("192.0.2.7", clients) == CLIENT_REPLY
+    assert ask("192.0.3.7", clients) == ""
+    remove(db, target("192.0.2.0/24"))
+    assert write_maps(db, tmp_path) == 2 and ask("192.0.2.7", clients) == ""
