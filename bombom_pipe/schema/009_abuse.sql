@@ -22,6 +22,8 @@ CREATE TABLE operator_blocks (
     created_at timestamptz NOT NULL DEFAULT now(),
     CHECK ((sender IS NULL) <> (client IS NULL))
 );
+-- "which network holds this address" (client >>= address) from an index, not a scan of the list
+CREATE INDEX operator_blocks_client ON operator_blocks USING gist (client inet_ops);
 
 -- Postfix asks check_client_access for the address, its shorter prefixes ("192.0.2") and the
 -- client's name; only a whole address is an inet. Never an error (an error is a temporary
