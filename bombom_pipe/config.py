@@ -20,12 +20,15 @@
     members_map = "/etc/postfix/bombom-members"  # `bombom members` keeps this hash: table current
     metrics_listen = "9464"    # `bombom worker`'s Prometheus metrics (a port: 127.0.0.1);
                                # "ADDRESS:PORT" for another address; unset: no listener
+    domain_daily_limit = 0      # articles per sender domain and UTC day; past it: quarantined
+                                # ("volume: ..."), never bounced; 0 = no limit
 
 Postfix cleans the environment of pipe(8) commands, so production reads the file; tests and manual
 runs may use BOMBOM_DATABASE_URL, BOMBOM_SPOOL_DIR, BOMBOM_DEADLINE_SECONDS, BOMBOM_LOG,
 BOMBOM_ADMIN_DATABASE_URL, BOMBOM_DOMAINS (comma-separated), BOMBOM_AUTH_METHOD, BOMBOM_AUTHSERV_ID,
 BOMBOM_DNS_SERVERS, BOMBOM_DNS_TIMEOUT_SECONDS, BOMBOM_DMARC_REJECT_QUARANTINE,
-BOMBOM_WORKER_SOCKET, BOMBOM_LMTP_SOCKET, BOMBOM_MEMBERS_MAP, BOMBOM_METRICS_LISTEN instead.
+BOMBOM_WORKER_SOCKET, BOMBOM_LMTP_SOCKET, BOMBOM_MEMBERS_MAP, BOMBOM_METRICS_LISTEN,
+BOMBOM_DOMAIN_DAILY_LIMIT instead.
 The file is chosen by `--config`, else BOMBOM_CONFIG, else the default path. A missing default
 file is fine when the environment supplies what is needed; a file named explicitly must exist.
 """
@@ -63,6 +66,7 @@ class Settings:
     lmtp_socket: str | None = None
     members_map: str | None = None
     metrics_listen: tuple[str, int] | None = None
+    domain_daily_limit: int = 0
 
     def __repr__(self) -> str:  # never show a password
         return (f"Settings(database_url=<hidden>, spool_dir={self.spool_dir!s}, "
@@ -168,6 +172,14 @@ def _listen(value: object) -> tuple[str, int]:
     if not 0 < port < 65536:
         raise ValueError("the port must be between 1 and 65535")
     return host, port
+def _count(value: object) -> int:
+    """A whole number >= 0 (TOML integer, or its digits from the environment)."""
+    if isinstance(value, bool) or not isinstance(value, int | str) or \
+            (isinstance(value, str) and not value.strip().isdigit()):
+        raise ValueError("must be a whole number, 0 or more")
+    if int(value) < 0:
+        raise ValueError("must be a whole number, 0 or more")
+    return int(value)
 
 
 def _bool(value: object) -> bool:
@@ -196,6 +208,7 @@ _CONVERT = {
     "lmtp_socket": _text,
     "members_map": _text,
     "metrics_listen": _listen,
+    "domain_daily_limit": _count,
 }
 
 

@@ -8,7 +8,9 @@ a process it can kill (a forked child, or a child of `bombom worker`); `bombom r
    then authenticate (auth.py: DKIM, SPF for the envelope's client address and sender, DMARC;
    bounded DNS; never fails the delivery): DMARC fail under p=reject -> quarantined, unless
    the operator turned that off;
-2. store in one transaction: unknown member -> nouser (67); duplicate -> 0; transient database
+2. store in one transaction: unknown member -> nouser (67); the member blocked the sender ->
+   blocked (0, no article); a new article past its sender domain's `domain_daily_limit` ->
+   quarantined (0); duplicate -> 0; transient database
    errors are retried with backoff inside the deadline, then tempfail; a value the database
    refuses (SQLSTATE class 22/23, or psycopg's own DataError) -> quarantined, since retrying
    the same bytes cannot help. The database cancels our statements shortly before the deadline
@@ -105,7 +107,7 @@ def _store_with_retries(settings: config.Settings, deadline: Deadline, d: Delive
         with (connect or store.connect)(settings.database_url,
                                         deadline.remaining() - DB_MARGIN) as conn:
             try:
-                return store.deliver(conn, d, msg, reason, auth)
+                return store.deliver(conn, d, msg, reason, auth, settings.domain_daily_limit)
             except Exception as e:
                 if not store.is_data_error(e):
                     raise
@@ -272,4 +274,6 @@ def _describe(e: BaseException, deadline: Deadline) -> str:
         return f"deadline of {deadline.seconds:g}s reached (database cancelled the statement)"
     if name in {"OperationalError", "ConnectionTimeout"}:
         return f"database unavailable ({name})"
+    if sqlstate and sqlstate[:2] == "53":  # disk full, out of memory, too many connections
+        return f"database out of resources ({name} {sqlstate})"
     return f"{name}{f' {sqlstate}' if sqlstate else ''}"

@@ -8,7 +8,7 @@ What Postfix gets, by rule (never a 5xx after DATA, which would bounce a publish
     RCPT, no such member      550 5.1.1 (the only hard "no", before any data)
     RCPT, database down       451 4.3.0
     after DATA, per accepted recipient, in order:
-        stored, duplicate, quarantined           250 2.0.0
+        stored, duplicate, quarantined, blocked  250 2.0.0 (outcomes.DONE)
         anything else (database, deadline...)    451 4.3.0
 The raw bytes are in the spool (fsynced) before any 250 after DATA, and every accepted recipient
 gets exactly one reply; the worker answers any the judge left open with 451 before its deadline,
@@ -21,12 +21,13 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .outcomes import DONE
 from .protocol import MAX_RECIPIENTS
 
 MAX_COMMAND = 4096
 ADDRESS = re.compile(rb"<([^<>]*)>")
 
-OK_OUTCOMES = ("stored", "duplicate", "quarantined")
+OK_OUTCOMES = DONE
 
 
 def reply_for(outcome: str, detail: str) -> bytes:

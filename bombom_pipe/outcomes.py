@@ -20,6 +20,7 @@ class Outcome(enum.Enum):
     STORED = "stored"
     DUPLICATE = "duplicate"
     QUARANTINED = "quarantined"
+    BLOCKED = "blocked"
     NOUSER = "nouser"
     TEMPFAIL = "tempfail"
 
@@ -37,9 +38,16 @@ TABLE: dict[Outcome, tuple[int, str]] = {
     Outcome.STORED: (EX_OK, "2.0.0"),
     Outcome.DUPLICATE: (EX_OK, "2.0.0"),
     Outcome.QUARANTINED: (EX_OK, "2.0.0"),
+    Outcome.BLOCKED: (EX_OK, "2.0.0"),  # a member's block: kept, not shown, never bounced
     Outcome.NOUSER: (EX_NOUSER, "5.1.1"),
     Outcome.TEMPFAIL: (EX_TEMPFAIL, "4.3.0"),
 }
+
+
+#: the outcomes that end a delivery for good (exit 0, LMTP 250): every door reads them here
+DONE: tuple[str, ...] = tuple(o.value for o in Outcome if TABLE[o][0] == EX_OK)
+#: every outcome's name, as `deliveries.outcome` and the wire between processes carry it
+NAMES: tuple[str, ...] = tuple(o.value for o in Outcome)
 
 
 def status_line(outcome: Outcome, text: str, limit: int = 100) -> str:

@@ -21,10 +21,11 @@ import time
 from dataclasses import asdict, dataclass, replace
 
 from .judge import STAGES
+from .outcomes import NAMES
 
 MAX_LINE = 1 << 16  # a job with many recipients is the longest line; a verdict is short
 MAX_RECIPIENTS = 1000
-OUTCOMES = ("stored", "duplicate", "quarantined", "nouser", "tempfail")
+OUTCOMES = NAMES
 DOORS = ("pipe", "lmtp", "maildir", "replay")
 AUTH = ("pass", "fail", "none", "temperror")  # auth.py's verdicts
 ENVELOPE = ("sender", "queue_id", "client_address")

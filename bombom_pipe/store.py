@@ -270,18 +270,25 @@ def _subscription(conn: psycopg.Connection, member_id: int, newsletter_id: int,
 
 
 def deliver(conn: psycopg.Connection, d: Delivery, msg: ParsedMessage | None,
-            quarantine_reason: str | None = None, auth: Auth | None = None) -> Result:
+            quarantine_reason: str | None = None, auth: Auth | None = None,
+            domain_daily_limit: int = 0) -> Result:
     """The whole delivery in one transaction; returns how it ended. Raises on database errors.
-    A `quarantine_reason` with a parsed message (e.g. DMARC reject) quarantines it too."""
+    A `quarantine_reason` with a parsed message (e.g. DMARC reject) quarantines it too. In
+    order: no member -> nouser; the member blocked the sender -> blocked; unusable -> quarantined;
+    a new article past its sender domain's `domain_daily_limit` (0: none) -> quarantined."""
     with conn.transaction():
         member_id = find_member(conn, d.recipient)
         message_id = msg.message_id if msg else None
+        block = None if member_id is None else member_block(
+            conn, member_id, msg.from_address if msg else None, d.envelope_sender)
         if member_id is None:
             result = Result(Outcome.NOUSER, f"no member {normalize_address(d.recipient)}")
+        elif block is not None:
+            result = Result(Outcome.BLOCKED, f"by the member: {block}")
         elif msg is None or quarantine_reason:
             result = Result(Outcome.QUARANTINED, quarantine_reason or "unparsable")
         else:
-            result = _article(conn, d, msg, member_id, auth)
+            result = _article(conn, d, msg, member_id, auth, domain_daily_limit)
         if member_id is not None and d.raw is not None:
             keep_raw(conn, d.raw_sha256, d.raw)
         _record(conn, d, result, member_id, message_id)
@@ -298,6 +305,58 @@ def keep_raw(conn: psycopg.Connection, sha256: str, raw: bytes) -> None:
                  (sha256, raw))
 
 
+def _split(address: str | None) -> tuple[str, str] | None:
+    """(local part, domain) of an address, lower-case and without +tag; None if it is none."""
+    local, at, domain = normalize_address(address or "").rpartition("@")
+    return (local, domain) if local and at and domain else None
+
+
+def sender_keys(*addresses: str | None) -> list[str]:
+    """What a block may name for these senders: each address, its domain and the domains above
+    it (`example.com` covers `news.example.com`), lower-case."""
+    keys: list[str] = []
+    for parts in filter(None, map(_split, addresses)):
+        labels = parts[1].split(".")
+        keys += [f"{parts[0]}@{parts[1]}",
+                 *(".".join(labels[i:]) for i in range(max(1, len(labels) - 1)))]
+    return keys
+
+
+def member_block(conn: psycopg.Connection, member_id: int, from_address: str | None,
+                 envelope_sender: str | None) -> str | None:
+    """The member's block that names the From address, the envelope sender or either's domain
+    (`member_blocks`), or None."""
+    keys = sender_keys(from_address, envelope_sender)
+    if not keys:
+        return None
+    row = conn.execute("SELECT sender FROM member_blocks WHERE member_id = %s AND sender = ANY(%s)"
+                       " ORDER BY sender LIMIT 1", (member_id, keys)).fetchone()
+    return row[0] if row else None
+
+
+def sender_domain(msg: ParsedMessage, envelope_sender: str | None) -> str:
+    """Whose volume a message counts to: its From domain, else the envelope sender's."""
+    for address in (msg.from_address, envelope_sender):
+        if parts := _split(address):
+            return parts[1][:MAX_ADDRESS]
+    return "-"
+
+
+def over_volume(conn: psycopg.Connection, domain: str, limit: int) -> str | None:
+    """Count one more article from `domain` today (UTC); past `limit`: why it is quarantined.
+    The row is locked until the delivery commits, so concurrent deliveries count one by one."""
+    count = conn.execute(
+        """INSERT INTO domain_volume AS v (domain, day, messages)
+           VALUES (%s, (now() AT TIME ZONE 'UTC')::date, 1)
+           ON CONFLICT (domain, day) DO UPDATE SET messages = v.messages + 1
+           RETURNING messages""", (domain,)).fetchone()[0]  # type: ignore[index]
+    if count <= limit:
+        return None
+    conn.execute("""UPDATE domain_volume SET quarantined = quarantined + 1
+                    WHERE domain = %s AND day = (now() AT TIME ZONE 'UTC')::date""", (domain,))
+    return f"volume: sender domain {domain} over its limit of {limit} messages a day"
+
+
 def _existing(conn: psycopg.Connection, member_id: int, key: str, raw_sha256: str
               ) -> tuple[int, str | None, str] | None:
     """(id, content_sha256, raw_sha256) of the member's article with these bytes, else with
@@ -311,10 +370,11 @@ def _existing(conn: psycopg.Connection, member_id: int, key: str, raw_sha256: st
 
 
 def _article(conn: psycopg.Connection, d: Delivery, msg: ParsedMessage, member_id: int,
-             auth: Auth | None) -> Result:
+             auth: Auth | None, domain_daily_limit: int = 0) -> Result:
     content = content_sha256(msg)
     key = dedup_key(msg.message_id, d.raw_sha256, identity(msg.from_address, auth))
     conflict: int | None = None
+    counted = not domain_daily_limit
     for _ in range(4):  # the key, then its content variant; a concurrent run may win each
         found = _existing(conn, member_id, key, d.raw_sha256)
         if found and (found[2] == d.raw_sha256 or found[1] == content):
@@ -324,6 +384,11 @@ def _article(conn: psycopg.Connection, d: Delivery, msg: ParsedMessage, member_i
             conflict = found[0]
             key = f"{key[:MAX_KEY]} content:{content}"
             continue
+        if not counted:  # a new article: it counts to its sender domain's volume, once
+            counted = True
+            why = over_volume(conn, sender_domain(msg, d.envelope_sender), domain_daily_limit)
+            if why:
+                return Result(Outcome.QUARANTINED, why)
         article_id = _insert(conn, d, msg, member_id, auth, key, content)
         if article_id is not None:
             detail = f"article {article_id}"

@@ -29,7 +29,7 @@ INSTALL_ENV=${INSTALL_ENV:-/etc/bombom/install.env}
 REMEMBERED=(DOMAINS MODE PREFIX CONFIG_FILE SPOOL_DIR PIPE_USER DATABASE DELIVERY_DSN LOOKUP_DSN
             ADMIN_DSN ADMIN_CONFIG LOOKUP_PASSFILE BIN_DIR LOGROTATE_DIR DEADLINE MAXPROC LOG
             DNS_SERVERS MAILDIR_BASE SYSTEMD_DIR WORKER_SOCKET LMTP_SOCKET MESSAGE_SIZE_LIMIT
-            POSTFIX_CONFIG_DIR PYTHON AUTH_METHOD AUTHSERV_ID)
+            POSTFIX_CONFIG_DIR PYTHON AUTH_METHOD AUTHSERV_ID SMTP_SERVICE)
 declare -A GIVEN=() EARLIER=()
 for name in "${REMEMBERED[@]}"; do [[ -n ${!name+set} ]] && GIVEN[$name]=1; done
 if [[ -f $INSTALL_ENV ]]; then
@@ -63,6 +63,7 @@ WORKER_SOCKET=${WORKER_SOCKET:-/run/bombom/worker.sock}  # the worker's, for bom
 LMTP_SOCKET=${LMTP_SOCKET:-/run/bombom/lmtp.sock}        # lmtp: the worker's, for Postfix
 MESSAGE_SIZE_LIMIT=${MESSAGE_SIZE_LIMIT:-20480000}
 POSTFIX_CONFIG_DIR=${POSTFIX_CONFIG_DIR:-/etc/postfix}
+SMTP_SERVICE=${SMTP_SERVICE:-smtp/inet}               # master.cf's SMTP listener: postscreen goes here
 PYTHON=${PYTHON:-/usr/bin/python3}                    # the pipe user must be able to run it
 DNS_SERVERS=${DNS_SERVERS:-}                          # DKIM/SPF/DMARC lookups; empty: the system's
 # Who sent it: dkim (verified by bombom-deliver) or authentication-results (trust the header a
@@ -107,8 +108,11 @@ LMTP_SERVICE=bombomlmtp                                # MODE=lmtp's lmtp(8) cli
 MAP=$POSTFIX_CONFIG_DIR/bombom-recipients.cf
 HEADER_CHECKS=$POSTFIX_CONFIG_DIR/bombom-header-checks   # authentication-results mode's
 MEMBERS_MAP=$POSTFIX_CONFIG_DIR/bombom-members         # hash: table `bombom members` keeps
+BLOCK_MAPS="bombom-blocks-senders.cf bombom-blocks-clients.cf"  # pgsql: operator's blocklist
+BLOCKED=$POSTFIX_CONFIG_DIR/bombom-blocked             # -senders (hash:), -clients (cidr:): pull's
 OLD_PASSFILE=$POSTFIX_CONFIG_DIR/bombom-recipients.pgpass  # earlier installs kept it there
 PRIOR=$POSTFIX_CONFIG_DIR/bombom-prior-settings        # what `uninstall` puts back
+PRIOR_MASTER=$POSTFIX_CONFIG_DIR/bombom-prior-master   # master.cf entries before postscreen
 CONF_BASE=$(dirname "$INSTALL_ENV")/bombom.conf.installed  # what install last wrote: hand edits
 VENV=$PREFIX/venv
 RUNTIME_DIRS=$( (dirname "$WORKER_SOCKET"; [[ $MODE != lmtp ]] || dirname "$LMTP_SOCKET") | sort -u | paste -sd ' ')
@@ -225,6 +229,9 @@ install_files() {
   if [[ $AUTH_METHOD == authentication-results ]]; then
     install_file "$HEADER_CHECKS" root:root 0644 < <(render "$HERE/bombom-header-checks")
   fi
+  for f in $BLOCK_MAPS; do  # the operator's blocklist (check_client/sender_access)
+    install_file "$POSTFIX_CONFIG_DIR/$f" "root:postfix" 0640 < <(render "$HERE/$f")
+  done
   # the lookup password, for libpq in proxymap (which runs as postfix): outside Postfix's
   # directory, which must hold only root's files; libpq ignores a passfile others may read
   if [[ -n $LOOKUP_PASSFILE_LINE ]]; then
@@ -325,6 +332,53 @@ apply_postfix() {
       CHANGED=1
     fi
   done <"$PRIOR"
+}
+
+# postscreen(8) in front of smtpd (master-postscreen.cf) on SMTP_SERVICE, when master.cf has it;
+# the entries it replaces or adds are recorded once (PRIOR_MASTER) for `uninstall`.
+postscreen_entries() {
+  local SMTP_LISTEN=${SMTP_SERVICE%/*} VARS=("${VARS[@]}" SMTP_LISTEN)
+  render "$HERE/master-postscreen.cf" | grep -Ev '^[[:space:]]*(#|$)' | tr -s ' \t' ' ' | sed 's/ $//'
+}
+
+apply_postscreen() {
+  local line name type key current
+  if [[ -z $(pf postconf -M "$SMTP_SERVICE" 2>/dev/null) ]]; then
+    say "master.cf has no $SMTP_SERVICE service: postscreen not put in front (SMTP_SERVICE names it)"
+    return 0
+  fi
+  if [[ ! -f $PRIOR_MASTER ]]; then
+    while IFS= read -r line; do
+      name=${line%% *}; type=$(awk '{print $2}' <<<"$line"); key=$name/$type
+      current=$(pf postconf -M "$key" 2>/dev/null | tr -s ' \n\t' ' ' | sed 's/ $//')
+      printf '%s=%s\n' "$key" "$current"
+    done < <(postscreen_entries) >"$PRIOR_MASTER.tmp"
+    mv "$PRIOR_MASTER.tmp" "$PRIOR_MASTER"
+  fi
+  while IFS= read -r line; do
+    name=${line%% *}; type=$(awk '{print $2}' <<<"$line"); key=$name/$type
+    current=$(pf postconf -M "$key" 2>/dev/null | tr -s ' \n\t' ' ' | sed 's/ $//')
+    [[ $current == "$line" ]] && continue
+    pf postconf -M "$key=$line"
+    say "master.cf: $key = $line"
+    CHANGED=1
+  done < <(postscreen_entries)
+}
+
+# master.cf's entries as they were before postscreen (an empty one was not there: removed)
+put_back_master() {
+  local line key entry
+  [[ -f $PRIOR_MASTER ]] || return 0
+  while IFS= read -r line; do
+    key=${line%%=*}; entry=${line#*=}
+    if [[ -z $entry ]]; then
+      pf postconf -M "$key" 2>/dev/null | grep -q . && pf postconf -MX "$key"
+    else
+      pf postconf -M "$key=$entry"
+    fi
+  done <"$PRIOR_MASTER"
+  rm -f "$PRIOR_MASTER"
+  say "master.cf: the SMTP service as before the install (no postscreen)"
 }
 
 check_and_reload() {
@@ -530,6 +584,7 @@ uninstall_worker() {
 # Postfix's local table of members (pull mode's recipient check, answered without the
 # database): rebuilt from the database when it can be asked, else kept (or made empty).
 install_members_map() {
+  install_blocked_maps
   if [[ -f $ADMIN_CONFIG ]] && "$VENV/bin/bombom" --config="$ADMIN_CONFIG" members map >/dev/null 2>&1; then
     return 0
   fi
@@ -539,6 +594,21 @@ install_members_map() {
     chown root:postfix "$MEMBERS_MAP.db"; chmod 0640 "$MEMBERS_MAP.db"
   fi
   [[ $MODE == pull ]] && say "members map: the database could not be asked; $MEMBERS_MAP kept (bombom members map rewrites it)"
+  return 0
+}
+
+# Pull mode's local copies of the operator's blocklist, as for the members: from the database
+# when it can be asked, else kept (or made empty: a missing table is a lookup error, 451).
+install_blocked_maps() {
+  if [[ -f $ADMIN_CONFIG ]] && "$VENV/bin/bombom" --config="$ADMIN_CONFIG" block map >/dev/null 2>&1; then
+    return 0
+  fi
+  [[ -f $BLOCKED-clients ]] || install -m 0640 -o root -g postfix /dev/null "$BLOCKED-clients"
+  if [[ ! -f $BLOCKED-senders.db ]]; then
+    install -m 0640 -o root -g postfix /dev/null "$BLOCKED-senders"
+    pf postmap "hash:$BLOCKED-senders"
+    chown root:postfix "$BLOCKED-senders.db"; chmod 0640 "$BLOCKED-senders.db"
+  fi
   return 0
 }
 
@@ -620,6 +690,7 @@ cmd_install() {
   # master.cf's lmtp service exists while main.cf names its parameters (else "unused parameter")
   [[ $MODE == lmtp ]] && apply_lmtp_service
   apply_postfix
+  apply_postscreen
   [[ $MODE == lmtp ]] || apply_lmtp_service
   check_and_reload
   remember_settings
@@ -660,6 +731,7 @@ cmd_uninstall() {
       say "master.cf: removed the $line service"
     fi
   done
+  put_back_master
   if [[ -f $PRIOR ]]; then
     while IFS= read -r line; do
       [[ $line == \#* || -z $line ]] && continue
@@ -670,7 +742,9 @@ cmd_uninstall() {
   fi
   # bombom_* parameters without the service would only draw "unused parameter" warnings
   { grep -Eo "^(${SERVICE}|${LMTP_SERVICE})_[a-z_]+" "$POSTFIX_CONFIG_DIR/main.cf" || true; } | xargs -r -n1 "postconf" -c "$POSTFIX_CONFIG_DIR" -X
-  rm -f "$MAP" "$OLD_PASSFILE" "$MEMBERS_MAP" "$MEMBERS_MAP.db" "$HEADER_CHECKS"
+  rm -f "$MAP" "$OLD_PASSFILE" "$MEMBERS_MAP" "$MEMBERS_MAP.db" "$HEADER_CHECKS" \
+        "$BLOCKED-clients" "$BLOCKED-senders" "$BLOCKED-senders.db"
+  for line in $BLOCK_MAPS; do rm -f "$POSTFIX_CONFIG_DIR/$line"; done
   uninstall_worker
   CHANGED=1
   check_and_reload
@@ -704,6 +778,7 @@ cmd_init_db() {
   install -d -m 0755 "$(dirname "$ADMIN_CONFIG")"
   install_file "$ADMIN_CONFIG" root:root 0600 < <(render "$HERE/admin.conf")
   [[ -f $MEMBERS_MAP ]] && "$VENV/bin/bombom" --config="$ADMIN_CONFIG" members map >/dev/null
+  [[ -f $BLOCKED-senders ]] && "$VENV/bin/bombom" --config="$ADMIN_CONFIG" block map >/dev/null
   probe_lookup || die "the recipient lookup cannot query the database: $LOOKUP_ERROR
   (LOOKUP_DSN, pg_hba.conf; run 'make install' again if the lookup password changed)"
 }

@@ -137,7 +137,8 @@ def fresh_schema(url: str) -> None:
         grant(conn, "delivery", "bombom_deliver")
         grant(conn, "lookup", "bombom_lookup")
         conn.execute("TRUNCATE attachments, deliveries, subscriptions, articles, newsletters, "
-                     "members, raw_messages RESTART IDENTITY")
+                     "member_blocks, operator_blocks, domain_volume, members, raw_messages "
+                     "RESTART IDENTITY")
         conn.execute("INSERT INTO members (address) VALUES (%s), (%s)", (ALICE, BOB))
 
 

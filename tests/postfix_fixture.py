@@ -134,10 +134,14 @@ class Postfix:
         self.run("postfix", "stop", check=False)
 
     def _listening(self) -> bool:
-        """A whole SMTP greeting works (a bare connect can hit an smtpd a reload is retiring)."""
+        """A whole SMTP greeting works (a bare connect can hit an smtpd a reload is retiring).
+        A 4xx greeting is smtpd answering too: with the database down, the operator's blocklist
+        of clients cannot be asked at connect (main.cf's smtpd_delay_reject = no)."""
         try:
             with smtplib.SMTP("127.0.0.1", self.port, timeout=5) as s:
                 return s.noop()[0] == 250
+        except smtplib.SMTPConnectError as e:
+            return 400 <= e.smtp_code < 500
         except (OSError, smtplib.SMTPException):
             return False
 
@@ -145,7 +149,7 @@ class Postfix:
         return self.log().count(" reload -- ")
 
     def smtpd_pids(self) -> set[int]:
-        """This instance's smtpd processes (their argv names our listener)."""
+        """This instance's smtpd (or postscreen) processes (their argv names our listener)."""
         name = f"127.0.0.1:{self.port}".encode()
         pids = set()
         for proc in Path("/proc").glob("[0-9]*"):
@@ -153,7 +157,7 @@ class Postfix:
                 argv = (proc / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if argv[0].endswith(b"smtpd") and name in argv:
+            if argv[0].endswith((b"smtpd", b"postscreen")) and name in argv:
                 pids.add(int(proc.name))
         return pids
 

@@ -158,12 +158,36 @@ def test_upgrade_narrows_a_delivery_role_granted_before(pg: LocalPostgres) -> No
 
 
 def test_lookup_role_reads_members_only(pg: LocalPostgres, db: psycopg.Connection) -> None:
+    """... and the operator's blocklist (migration 009), which Postfix asks too."""
+    db.execute("INSERT INTO operator_blocks (client) VALUES ('192.0.2.0/24')")
     with psycopg.connect(pg.url(user="bombom_lookup")) as conn:
         assert conn.execute("SELECT address FROM members ORDER BY 1").fetchall() == [
             (ALICE,), ("bob@bombom.news",)]
+        assert conn.execute("SELECT count(*) FROM operator_blocks "
+                            "WHERE client >>= bombom_inet('192.0.2.7')").fetchone() == (1,)
+        for key in ("192.0.2", "unknown", "::1", "1.2.3.4.5", "'; --"):  # never an error
+            conn.execute("SELECT bombom_inet(%s)", (key,))
         conn.rollback()
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            conn.execute("SELECT * FROM articles")
+        for sql in ("SELECT * FROM articles", "SELECT * FROM member_blocks",
+                    "INSERT INTO operator_blocks (sender) VALUES ('x.example')"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(sql)
+            conn.rollback()
+
+
+def test_delivery_role_reads_blocks_and_counts_volume_only(
+        pg: LocalPostgres, db: psycopg.Connection) -> None:
+    with psycopg.connect(pg.url(user="bombom_deliver")) as conn:
+        conn.execute("SELECT * FROM member_blocks")
+        conn.execute("INSERT INTO domain_volume (domain, day) VALUES ('x.example', now())")
+        conn.execute("UPDATE domain_volume SET messages = messages + 1")
+        conn.rollback()
+        for sql in ("INSERT INTO member_blocks (member_id, sender) VALUES (1, 'x.example')",
+                    "DELETE FROM member_blocks", "SELECT * FROM operator_blocks",
+                    "UPDATE domain_volume SET day = now()"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(sql)
+            conn.rollback()
 
 
 def test_quarantine_list_and_replay(env: Env, pg: LocalPostgres, db: psycopg.Connection) -> None:

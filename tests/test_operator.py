@@ -28,7 +28,9 @@ from .sandbox import LocalPostgres
 
 #: every command that talks to the database, with harmless arguments
 COMMANDS = [["members", "list"], ["members", "add", "carol@bombom.news"], ["quarantine", "list"],
-            ["stats"], ["prune", "--days", "30"], ["init-db"], ["replay"], ["stats", "--json"]]
+            ["stats"], ["prune", "--days", "30"], ["init-db"], ["replay"], ["stats", "--json"],
+            ["block", "list"], ["block", "add", "junk.example"],
+            ["block", "add", "--member", "alice@bombom.news", "junk.example"]]
 
 
 def bombom_argv(env: Env, *args: str, variables: dict[str, str],

@@ -20,7 +20,7 @@ def test_the_table_holds_every_outcome_and_only_codes_postfix_does_not_bounce_by
     assert set(TABLE) == set(Outcome)
     assert {o.exit_code for o in Outcome} <= {0, 67, 75}
     assert Outcome.TEMPFAIL.exit_code == 75 and Outcome.NOUSER.exit_code == 67
-    for o in (Outcome.STORED, Outcome.DUPLICATE, Outcome.QUARANTINED):
+    for o in (Outcome.STORED, Outcome.DUPLICATE, Outcome.QUARANTINED, Outcome.BLOCKED):
         assert o.exit_code == 0, o  # a quarantined message is kept: success for Postfix
 
 

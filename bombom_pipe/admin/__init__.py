@@ -96,6 +96,7 @@ GROUPS = (
     "install",
     "worker",
     "metrics",
+    "blocks",
 )
 
 

@@ -44,6 +44,10 @@ def stats(obj: Context, hours: float, as_json: bool) -> None:
         click.echo(f"spool {kind}: {count} files, {size / 1e6:.1f} MB")
     if s.free is not None:
         click.echo(f"spool free: {s.free / 1e9:.1f} GB")
+    if s.volume:  # counted only while domain_daily_limit is set
+        click.echo("sender domains today (UTC), messages, quarantined past domain_daily_limit:")
+        for domain, n, over in s.volume:
+            click.echo(f"  {domain:<40} {n:>8} {over:>8}")
 
 
 @click.command()

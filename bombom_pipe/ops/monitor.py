@@ -42,6 +42,8 @@ class Stats:
     #: raw_messages (every host's copy): rows, their bytes, the table's size on disk
     database_raw: tuple[int, int, int] = (0, 0, 0)
     edges: tuple[tuple[str | None, int], ...] = ()  # deliveries per edge host's address
+    #: today's (UTC) busiest sender domains: (domain, messages, quarantined past the limit)
+    volume: tuple[tuple[str, int, int], ...] = ()
 
 
 def stats(conn: psycopg.Connection, spool: Path, hours: float) -> Stats:
@@ -62,13 +64,18 @@ def stats(conn: psycopg.Connection, spool: Path, hours: float) -> Stats:
             count, size = count + 1, size + f.stat.st_size
         usage[kind] = count, size
     free = shutil.disk_usage(spool).free if spool.exists() else None
+    volume = conn.execute(
+        """SELECT domain, messages, quarantined FROM domain_volume
+           WHERE day = (now() AT TIME ZONE 'UTC')::date
+           ORDER BY quarantined DESC, messages DESC, domain LIMIT 10""").fetchall()
     raw = conn.execute("SELECT count(*), coalesce(sum(octet_length(bytes)), 0),"
                        " pg_total_relation_size('raw_messages') FROM raw_messages").fetchone()
     edges = conn.execute(
         """SELECT host(edge_address), count(*) FROM deliveries
            WHERE started_at >= now() - make_interval(secs => %s)
            GROUP BY 1 ORDER BY 1 NULLS FIRST""", (hours * 3600,)).fetchall()
-    return Stats(rows, count_unresolved(conn), usage, free, tuple(raw), tuple(edges))
+    return Stats(rows, count_unresolved(conn), usage, free, tuple(raw), tuple(edges),
+                 tuple(volume))
 
 
 def stats_json(s: Stats, hours: float, v: Survey) -> dict[str, object]:
@@ -86,6 +93,7 @@ def stats_json(s: Stats, hours: float, v: Survey) -> dict[str, object]:
         "spool_free_bytes": s.free,
         "raw_messages": dict(zip(("rows", "bytes", "disk_bytes"), s.database_raw, strict=True)),
         "deliveries_by_edge": {edge or "unix-socket": n for edge, n in s.edges},
+        "volume_today": {domain: {"messages": n, "quarantined": q} for domain, n, q in s.volume},
     }
 
 

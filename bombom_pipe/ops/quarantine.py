@@ -21,16 +21,17 @@ UNRESOLVED = """
            q.queue_id, q.client_address
     FROM deliveries q
     WHERE q.outcome = 'quarantined'
-      AND NOT EXISTS (SELECT 1 FROM deliveries l  -- stored, duplicate or quarantined again later
+      AND NOT EXISTS (SELECT 1 FROM deliveries l  -- delivered, blocked or quarantined again later
                       WHERE l.raw_sha256 = q.raw_sha256 AND l.recipient = q.recipient
-                        AND l.outcome IN ('stored', 'duplicate', 'quarantined') AND l.id > q.id)
+                        AND l.outcome IN ('stored', 'duplicate', 'quarantined', 'blocked')
+                        AND l.id > q.id)
 """
 
 #: the latest delivery of each message and recipient that kept a raw file
 DELIVERED = """
     SELECT DISTINCT ON (q.raw_sha256, q.recipient) q.id, q.finished_at, q.recipient,
            q.raw_sha256, q.detail, q.envelope_sender, q.queue_id, q.client_address
-    FROM deliveries q WHERE q.outcome IN ('stored', 'duplicate', 'quarantined')
+    FROM deliveries q WHERE q.outcome IN ('stored', 'duplicate', 'quarantined', 'blocked')
 """
 
 

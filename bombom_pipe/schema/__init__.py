@@ -66,8 +66,11 @@ GRANTS: dict[str, dict[str, str]] = {
         "attachments": "SELECT, INSERT",
         "subscriptions": f"SELECT, INSERT, UPDATE ({', '.join(SUBSCRIPTION_UPSERT_COLUMNS)})",
         "raw_messages": "SELECT, INSERT",  # migration 010: the bytes, for replay on any host
+        "member_blocks": "SELECT",  # migration 009
+        "domain_volume": "SELECT, INSERT, UPDATE (messages, quarantined)",
     },
-    "lookup": {"members": "SELECT"},
+    # Postfix's: who is a member, and the operator's blocklist (migration 009)
+    "lookup": {"members": "SELECT", "operator_blocks": "SELECT"},
 }
 
 
