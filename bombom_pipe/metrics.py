@@ -202,7 +202,7 @@ class Host:
         up = GaugeMetricFamily("bombom_database_up", "1 when the metrics sample could read the "
                                "database")
         try:
-            counts, unresolved = self._query()
+            counts, unresolved, volume = self._query()
         except Exception as e:  # noqa: BLE001 - any failure is the finding: database down
             with contextlib.suppress(Exception):
                 self.conn.close()  # type: ignore[union-attr]
@@ -219,9 +219,16 @@ class Host:
         quarantine = GaugeMetricFamily("bombom_quarantine_unresolved",
                                        "Quarantined deliveries no later delivery resolved")
         quarantine.add_metric([], unresolved)
-        return [up, rows, quarantine]
+        # the volume limit (domain_daily_limit): totals only, a sender's domain is no label
+        over = GaugeMetricFamily("bombom_volume_domains_over_limit", "Sender domains past their "
+                                 "daily limit today (UTC)")
+        over.add_metric([], volume[0])
+        held = GaugeMetricFamily("bombom_volume_quarantined_today", "Messages quarantined today "
+                                 "(UTC) because their sender domain was past its daily limit")
+        held.add_metric([], volume[1])
+        return [up, rows, quarantine, over, held]
 
-    def _query(self) -> tuple[Tally[str], int]:
+    def _query(self) -> tuple[Tally[str], int, tuple[int, int]]:
         from .ops.quarantine import count_unresolved
 
         if self.conn is None or self.conn.closed:
@@ -230,7 +237,11 @@ class Host:
             self.conn = psycopg.connect(self.settings.database_url, autocommit=True,
                                         connect_timeout=DB_TIMEOUT)
             self.conn.execute(f"SET statement_timeout = {DB_TIMEOUT * 1000}")
-        return self.counts.read(self.conn, time.monotonic()), count_unresolved(self.conn)
+        volume = self.conn.execute(
+            "SELECT count(*) FILTER (WHERE quarantined > 0), coalesce(sum(quarantined), 0) "
+            "FROM domain_volume WHERE day = (now() AT TIME ZONE 'UTC')::date").fetchone()
+        return (self.counts.read(self.conn, time.monotonic()), count_unresolved(self.conn),
+                (int(volume[0]), int(volume[1])))  # type: ignore[index]
 
     def _maildir(self) -> list[Metric]:
         if self.maildir is None:

@@ -28,6 +28,8 @@ from bombom_pipe.store import sender_keys
 
 from .builders import DIGEST
 from .conftest import ALICE, BOB, Env
+from .sandbox import LocalPostgres
+from .test_operator import bombom
 
 
 def test_every_outcome_that_exits_0_is_answered_250_by_lmtp() -> None:
@@ -86,14 +88,18 @@ def test_the_keys_a_block_may_name() -> None:
         "example.com", "b@esp", "esp"]
 
 
-def test_past_the_daily_limit_new_articles_are_quarantined(env: Env, db: psycopg.Connection
-                                                           ) -> None:
+def test_past_the_daily_limit_new_articles_are_quarantined(env: Env, db: psycopg.Connection,
+                                                           pg: LocalPostgres) -> None:
     env.extra_env["BOMBOM_DOMAIN_DAILY_LIMIT"] = "1"
     assert b"stored" in env.deliver(DIGEST).stdout
     assert b"duplicate" in env.deliver(DIGEST).stdout  # not a new article: not counted
     r = env.deliver(DIGEST.replace(b"Message-ID: <", b"Message-ID: <2."))
     assert r.returncode == 0 and b"quarantined volume: sender domain" in r.stdout, r
     assert db.execute("SELECT messages, quarantined FROM domain_volume").fetchall() == [(2, 1)]
+    metrics = bombom(env, "metrics", url=pg.url()).stdout  # totals; a domain is no label
+    assert "bombom_volume_domains_over_limit 1.0" in metrics, metrics
+    assert "bombom_volume_quarantined_today 1.0" in metrics, metrics
+    assert "digest" not in metrics
 
 
 @pytest.mark.skipif(shutil.which("postmap", path="/usr/sbin:/usr/bin") is None,
