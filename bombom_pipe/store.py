@@ -131,6 +131,13 @@ def is_data_error(exc: BaseException) -> bool:
     return sqlstate[:2] in {"22", "23"}
 
 
+#: A delivery's transaction is a few statements in a row; a process stopped or stuck between two
+#: of them (SIGSTOP, swapped out, a hung thread) would hold its row locks, the shared newsletter
+#: row's among them, and make every delivery of that newsletter wait out its deadline. The server
+#: ends such a session after this long (ms): its transaction rolls back and its locks go.
+IDLE_IN_TRANSACTION_MS = 5000
+
+
 def connect(database_url: str, timeout: float) -> psycopg.Connection:
     """One connection whose connect and statements give up before the delivery's deadline."""
     import psycopg
@@ -139,7 +146,8 @@ def connect(database_url: str, timeout: float) -> psycopg.Connection:
     return psycopg.connect(
         database_url,
         connect_timeout=max(2, int(timeout)),  # libpq's minimum is 2 s
-        options=f"-c statement_timeout={ms} -c lock_timeout={ms}",
+        options=f"-c statement_timeout={ms} -c lock_timeout={ms}"
+                f" -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}",
         application_name="bombom-deliver",
     )
 

@@ -18,6 +18,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from bombom_pipe import store
+
 from .builders import (
     DIGEST,
     Worker,
@@ -108,6 +110,24 @@ def test_worker_failing_mid_burst_loses_and_duplicates_nothing(
     assert count(db, "SELECT count(*) FROM deliveries WHERE outcome NOT IN "
                      "('stored', 'duplicate', 'tempfail')") == 0  # tempfail: the deferred
     print(f"\n{fault} mid-burst: {n} delivered in {took:.1f} s, {len(retry)} deferred and retried")
+
+
+def test_a_delivery_stuck_inside_its_transaction_holds_no_one_back(env: Env,
+                                                                   db: psycopg.Connection) -> None:
+    """A delivery process stopped mid-transaction (SIGSTOP, swapped out, hung) holds the shared
+    newsletter row's lock; the server ends its idle session after IDLE_IN_TRANSACTION_MS, so
+    the next issue of that newsletter is stored within its deadline instead of deferred."""
+    env.extra_env = {"BOMBOM_DEADLINE_SECONDS": "10"}
+    assert env.deliver(message(0, "stuck")).returncode == 0  # the newsletter's row exists
+    stuck = store.connect(env.database_url, 10)
+    try:
+        assert len(stuck.execute("SELECT id FROM newsletters FOR UPDATE").fetchall()) == 1
+        r = env.deliver(message(1, "stuck"), timeout=60)  # meanwhile `stuck` sits idle
+    finally:
+        with contextlib.suppress(psycopg.Error):
+            stuck.close()
+    assert r.returncode == 0 and r.stdout.startswith(b"2.0.0 stored"), r
+    assert count(db, "SELECT count(*) FROM articles") == 2
 
 
 def test_gil_spinning_message_is_quarantined_and_others_go_on(
