@@ -27,13 +27,11 @@ from .protocol import MAX_RECIPIENTS
 MAX_COMMAND = 4096
 ADDRESS = re.compile(rb"<([^<>]*)>")
 
-OK_OUTCOMES = DONE
-
 
 def reply_for(outcome: str, detail: str) -> bytes:
     """The reply to one recipient after DATA."""
     text = " ".join(detail.split())[:200].encode("ascii", "replace")
-    if outcome in OK_OUTCOMES:
+    if outcome in DONE:
         return b"250 2.0.0 " + outcome.encode() + b" " + text + b"\r\n"
     return b"451 4.3.0 " + outcome.encode() + b" " + text + b"\r\n"
 

@@ -30,6 +30,7 @@ from .sandbox import LocalPostgres, as_user, give, wait_for
 from .test_postfix import (
     SENDER,
     bounces,
+    connect,
     count,
     install_env,
     newsletter,
@@ -59,10 +60,6 @@ def postfix(pg: LocalPostgres, workdir: Path, dns_server: DnsServer) -> Iterator
     p.start()
     yield p
     p.stop()
-
-
-def connect(pg: LocalPostgres) -> psycopg.Connection:
-    return psycopg.connect(pg.url(), autocommit=True)
 
 
 @pytest.fixture
